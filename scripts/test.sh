@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# README command two (and CI): set up, then lint, type-check the core and run every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
+
+echo "== ruff"
+.venv/bin/ruff check services clients tests scripts
+echo "== mypy (core)"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/pytest "$@"

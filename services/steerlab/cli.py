@@ -1,0 +1,231 @@
+"""The ``steerlab`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+STEER_PATTERN = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*)=(?P<pct>[+-]?\d+(\.\d+)?)%?$")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parse_steer(values: Sequence[str]) -> dict[str, float]:
+    """Parse ``NAME=PCT`` arguments (``cost=+40``, ``age=-100%``)."""
+    from .steering import SteeringError, check_strength
+
+    strengths: dict[str, float] = {}
+    for value in values:
+        match = STEER_PATTERN.match(value.strip())
+        if not match:
+            raise SteeringError(f"--steer {value!r} is not NAME=PCT, e.g. cost=+40")
+        name = match["name"]
+        if name in strengths:
+            raise SteeringError(f"--steer names {name!r} twice")
+        strengths[name] = check_strength(name, float(match["pct"]))
+    return strengths
+
+
+def _cmd_dimensions(args: argparse.Namespace) -> None:
+    from .steering import BUILTIN_DIMENSIONS, builtin_dataset
+
+    rows = []
+    for name in BUILTIN_DIMENSIONS:
+        dataset = builtin_dataset(name)
+        dim = dataset.dimension
+        rows.append({**dim.to_dict(), "examples": len(dataset.examples)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'dimension':<10} {'negative':<10} {'positive':<10} {'examples':>8}  description")
+    for row in rows:
+        print(
+            f"{row['name']:<10} {row['negative_pole']:<10} {row['positive_pole']:<10} "
+            f"{row['examples']:>8}  {row['description']}"
+        )
+
+
+def _cmd_models(_args: argparse.Namespace) -> None:
+    from .steering import BUILTIN_MODELS
+
+    for model in BUILTIN_MODELS.values():
+        print(f"{model.name:<14} {model.description}")
+    print("Any local Hugging Face causal-LM directory works too: --model PATH")
+
+
+def _cmd_extract(args: argparse.Namespace) -> None:
+    from .steering import ExtractionConfig, builtin_dataset, extract, load_dataset, load_model
+
+    dataset = builtin_dataset(args.dimension) if args.dimension else load_dataset(args.dataset)
+    config = ExtractionConfig(
+        method=args.method,
+        site=args.site,
+        token_selection=args.token_selection,
+        num_tokens=args.num_tokens,
+        top_k=args.top_k,
+        perplexity_bound=args.perplexity_bound,
+        seed=args.seed,
+    )
+    lm = load_model(args.model)
+    config.validate(lm.num_layers)
+    vector_set = extract(lm, dataset, config, progress=True)
+    vector_set.save(args.out)
+    dim = vector_set.dimension
+    print(f"dimension      {dim.name} ({dim.negative_pole} <-> {dim.positive_pole})")
+    print(f"method         {vector_set.method} at site {vector_set.site!r}")
+    print(f"layers         {', '.join(map(str, vector_set.selected_layers))}")
+    selected = [s for s in vector_set.layer_scores if s.layer in vector_set.selected_layers]
+    mean_accuracy = sum(s.heldout_accuracy for s in selected) / len(selected)
+    print(f"accuracy       held-out {mean_accuracy:.3f} mean over selected layers")
+    for score in vector_set.layer_scores:
+        mark = "*" if score.layer in vector_set.selected_layers else " "
+        print(
+            f"  {mark} layer {score.layer:>3}  held-out {score.heldout_accuracy:.3f}  "
+            f"train {score.train_accuracy:.3f}"
+        )
+    baseline = vector_set.functional_range.get("baseline_perplexity", float("nan"))
+    print(
+        f"alpha_max      {vector_set.alpha_max:.4f} "
+        f"(perplexity <= {config.perplexity_bound:g}x unsteered {baseline:.2f})"
+    )
+    print(f"saved          {args.out}")
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from .steering import Sampling, VectorSet, generate, load_model
+
+    vector_sets = [VectorSet.load(path) for path in args.vectors]
+    strengths = parse_steer(args.steer)
+    sampling = Sampling(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
+    sampling.validate()
+    lm = load_model(args.model)
+    [text] = generate(
+        lm,
+        [args.prompt],
+        vector_sets=vector_sets,
+        strengths=[strengths],
+        max_new_tokens=args.max_new_tokens,
+        sampling=sampling,
+    )
+    if args.json:
+        steering = {
+            name: {
+                "percent": pct,
+                "alpha": next(v for v in vector_sets if v.name == name).alpha(pct),
+            }
+            for name, pct in strengths.items()
+        }
+        print(json.dumps({"text": text, "steering": steering}, ensure_ascii=False))
+    else:
+        print(text)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(model=args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .steering import METHODS, SITES, ExtractionConfig
+
+    defaults = ExtractionConfig()
+
+    parser = _Parser(prog="steerlab", description="Personalise LLMs with activation steering.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    dimensions = commands.add_parser("dimensions", help="list the built-in dimensions")
+    dimensions.add_argument("--json", action="store_true", help="print JSON")
+    dimensions.set_defaults(run=_cmd_dimensions)
+
+    models = commands.add_parser("models", help="list the built-in models")
+    models.set_defaults(run=_cmd_models)
+
+    extract = commands.add_parser("extract", help="extract a vector set from a dataset")
+    extract.add_argument("--model", required=True, help="built-in model name or local HF directory")
+    source = extract.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dimension", help="a built-in dimension (see `steerlab dimensions`)")
+    source.add_argument("--dataset", help="a custom dataset file (JSON Lines, see README)")
+    extract.add_argument("--method", choices=METHODS, default=defaults.method)
+    extract.add_argument("--top-k", type=int, help="layers to steer (default: 3/4 of the depth)")
+    extract.add_argument("--site", choices=SITES, default=defaults.site, help="activation site")
+    extract.add_argument(
+        "--token-selection", choices=("first", "last", "mean"), default=defaults.token_selection
+    )
+    extract.add_argument(
+        "--num-tokens", type=int, default=defaults.num_tokens, help="completion tokens per example"
+    )
+    extract.add_argument(
+        "--perplexity-bound", type=float, default=defaults.perplexity_bound, help="functional range bound"
+    )
+    extract.add_argument("--seed", type=int, default=defaults.seed)
+    extract.add_argument("--out", required=True, help="output .safetensors file")
+    extract.set_defaults(run=_cmd_extract)
+
+    generate = commands.add_parser("generate", help="answer a prompt with steering")
+    generate.add_argument("--model", required=True)
+    generate.add_argument("--vectors", action="append", default=[], help="vector set file (repeatable)")
+    generate.add_argument(
+        "--steer",
+        action="append",
+        default=[],
+        metavar="NAME=PCT",
+        help="strength in percent of the functional range, -100..100 (repeatable)",
+    )
+    generate.add_argument("--max-new-tokens", type=int, default=96)
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=0)
+    generate.add_argument("--json", action="store_true", help='print {"text": ..., "steering": ...}')
+    generate.add_argument("prompt")
+    generate.set_defaults(run=_cmd_generate)
+
+    demo = commands.add_parser("demo", help="extract the built-in dimensions and show their effect")
+    demo.add_argument("--model", default="smollm2-135m")
+    demo.add_argument("--prompt", default=None)
+    demo.add_argument("--max-new-tokens", type=int, default=60)
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    from .steering import SteerLabError
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+    try:
+        args.run(args)
+    except SteerLabError as exc:
+        print(f"steerlab: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"steerlab: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("steerlab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Measure what steering does to answers."""
+
+from .effect import EffectScorer
+
+__all__ = ["EffectScorer"]

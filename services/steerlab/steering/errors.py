@@ -1,0 +1,33 @@
+"""Errors raised by the steering core. Each carries a message a person can act on."""
+
+
+class SteerLabError(Exception):
+    """Base class of every error the core raises on bad input."""
+
+
+class DatasetError(SteerLabError):
+    """A contrastive dataset is malformed (schema, poles, counts, duplicates)."""
+
+
+class ModelLoadError(SteerLabError):
+    """A model could not be found or loaded."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """A model loaded, but its architecture lacks what steering needs."""
+
+
+class VectorSetError(SteerLabError):
+    """A vector set file is malformed or corrupt."""
+
+
+class VectorSetMismatchError(VectorSetError):
+    """A vector set was extracted from a different model than the one it is applied to."""
+
+
+class SteeringError(SteerLabError):
+    """A steering request is invalid (unknown dimension, strength out of range, ...)."""
+
+
+class ExtractionError(SteerLabError):
+    """Extraction parameters are invalid."""

@@ -1,0 +1,129 @@
+"""Estimate a vector set's functional range: the largest strength the model stays fluent at.
+
+``alpha_max`` is the largest |alpha| at which the perplexity of held-out completions, steered
+toward either pole, stays within ``bound`` times the unsteered perplexity. The search grows
+alpha geometrically (in units of the site's mean activation norm) until the bound breaks, then
+bisects. If even ``MAX_NORM_MULTIPLE`` times the mean norm stays fluent, that cap is used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .activations import EncodedExample, pad_batch
+from .apply import LayerDelta, SteeringPlan, apply_plan
+from .models import LoadedModel
+
+START_NORM_MULTIPLE = 0.125
+MAX_NORM_MULTIPLE = 4.0
+BISECTION_STEPS = 4
+# Perplexity is compute-bound on CPU; a bounded sample of held-out text keeps the search cheap.
+MAX_EXAMPLES = 24
+MAX_COMPLETION_TOKENS = 48
+
+
+@dataclass
+class RangeEstimate:
+    alpha_max: float
+    baseline_perplexity: float
+    bound: float
+    capped: bool
+    # alpha -> worst perplexity of the two signs
+    evaluations: dict[float, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "alpha_max": self.alpha_max,
+            "baseline_perplexity": self.baseline_perplexity,
+            "perplexity_bound": self.bound,
+            "capped": self.capped,
+            "evaluations": [[alpha, ppl] for alpha, ppl in sorted(self.evaluations.items())],
+        }
+
+
+def completion_perplexity(
+    lm: LoadedModel, examples: Sequence[EncodedExample], plan: SteeringPlan, batch_size: int = 16
+) -> float:
+    """Perplexity of the completion tokens of ``examples`` with ``plan`` applied."""
+    total_nll, total_tokens = 0.0, 0
+    with torch.no_grad(), apply_plan(lm, plan):
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start : start + batch_size]
+            input_ids, attention_mask = pad_batch(batch, lm.tokenizer.pad_token_id)
+            logits = lm.model(
+                input_ids=input_ids.to(lm.device), attention_mask=attention_mask.to(lm.device)
+            ).logits.float()
+            targets = torch.full_like(input_ids, -100)
+            for row, example in enumerate(batch):
+                targets[row, example.completion_start : len(example.ids)] = torch.tensor(
+                    example.ids[example.completion_start :]
+                )
+            nll = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]),
+                targets[:, 1:].reshape(-1).to(logits.device),
+                ignore_index=-100,
+                reduction="sum",
+            )
+            total_nll += float(nll)
+            total_tokens += int((targets[:, 1:] != -100).sum())
+    return math.exp(total_nll / max(total_tokens, 1))
+
+
+def uniform_plan(
+    lm: LoadedModel, site: str, directions: dict[int, torch.Tensor], alpha: float
+) -> SteeringPlan:
+    """The same delta ``alpha * direction`` on every row, at each layer of ``directions``."""
+    dtype = next(lm.model.parameters()).dtype
+    steered = torch.ones(1, dtype=torch.bool, device=lm.device)
+    return {
+        site: {
+            layer: LayerDelta((alpha * vector)[None].to(lm.device, dtype), steered)
+            for layer, vector in directions.items()
+        }
+    }
+
+
+def estimate_alpha_max(
+    lm: LoadedModel,
+    examples: Sequence[EncodedExample],
+    *,
+    site: str,
+    directions: dict[int, torch.Tensor],
+    activation_norm: float,
+    bound: float = 1.5,
+) -> RangeEstimate:
+    """Search the largest alpha whose steered perplexity stays within ``bound`` x unsteered."""
+    examples = [
+        EncodedExample(e.ids[: e.completion_start + MAX_COMPLETION_TOKENS], e.completion_start)
+        for e in examples[:MAX_EXAMPLES]
+    ]
+    baseline = completion_perplexity(lm, examples, {})
+    estimate = RangeEstimate(0.0, baseline, bound, capped=False)
+
+    def fluent(alpha: float) -> bool:
+        worst = max(
+            completion_perplexity(lm, examples, uniform_plan(lm, site, directions, sign * alpha))
+            for sign in (1.0, -1.0)
+        )
+        estimate.evaluations[alpha] = worst
+        return worst <= bound * baseline
+
+    low, high = 0.0, START_NORM_MULTIPLE * activation_norm
+    cap = MAX_NORM_MULTIPLE * activation_norm
+    while fluent(high):
+        low = high
+        if high >= cap:
+            estimate.alpha_max, estimate.capped = cap, True
+            return estimate
+        high = min(2 * high, cap)
+    for _ in range(BISECTION_STEPS):
+        middle = (low + high) / 2
+        low, high = (middle, high) if fluent(middle) else (low, middle)
+    # A set whose smallest step already breaks fluency still gets a small usable range.
+    estimate.alpha_max = low if low > 0 else high / 2**BISECTION_STEPS
+    return estimate

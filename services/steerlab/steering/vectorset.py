@@ -1,0 +1,185 @@
+"""Vector sets: the immutable result of one extraction, saved as one safetensors file.
+
+The file holds one tensor, ``directions`` [num_layers, hidden] (a unit vector per layer, also
+for layers not selected), and under the metadata key ``steerlab`` a JSON document with
+everything needed to apply and audit it: dimension, selected layers, per-layer accuracies,
+alpha_max, method and parameters, dataset hash, model fingerprint, library version, and a
+SHA-256 of the direction bytes that is verified on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .datasets import Dimension
+from .errors import VectorSetError, VectorSetMismatchError
+from .models import ModelFingerprint
+from .sites import SITES
+
+FORMAT_VERSION = 1
+_METADATA_KEY = "steerlab"
+_UNIT_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class LayerScore:
+    """How well one layer's direction separates the poles (per-example accuracy)."""
+
+    layer: int
+    heldout_accuracy: float
+    train_accuracy: float
+
+
+def directions_digest(directions: torch.Tensor) -> str:
+    return hashlib.sha256(directions.float().contiguous().numpy().tobytes()).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class VectorSet:
+    """Steering directions for one dimension on one model, with their provenance."""
+
+    dimension: Dimension
+    directions: torch.Tensor  # [num_layers, hidden], float32, unit rows
+    selected_layers: tuple[int, ...]
+    layer_scores: tuple[LayerScore, ...]
+    alpha_max: float
+    site: str
+    method: str
+    parameters: dict[str, Any]
+    dataset_hash: str
+    model: ModelFingerprint
+    library_version: str
+    created_at: str
+    functional_range: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def _validate(self) -> None:
+        directions = self.directions
+        if directions.ndim != 2:
+            raise VectorSetError(f"directions must be 2-D [layers, hidden], got {tuple(directions.shape)}")
+        layers, hidden = directions.shape
+        if (layers, hidden) != (self.model.num_layers, self.model.hidden_size):
+            raise VectorSetError(
+                f"directions have shape {layers}x{hidden} but the model fingerprint declares "
+                f"{self.model.num_layers} layers of hidden size {self.model.hidden_size}"
+            )
+        if not torch.isfinite(directions).all():
+            raise VectorSetError("directions contain NaN or infinite values")
+        norms = directions.norm(dim=-1)
+        if (norms - 1).abs().max() > _UNIT_TOLERANCE:
+            raise VectorSetError("every direction must be a unit vector")
+        selected = self.selected_layers
+        if not selected or len(set(selected)) != len(selected) or any(not 0 <= i < layers for i in selected):
+            raise VectorSetError(
+                f"selected layers {list(selected)} must be distinct and within 0..{layers - 1}"
+            )
+        if not (math.isfinite(self.alpha_max) and self.alpha_max > 0):
+            raise VectorSetError(f"alpha_max must be a positive finite number, got {self.alpha_max}")
+        if self.site not in SITES:
+            raise VectorSetError(f"unknown activation site {self.site!r}")
+
+    @property
+    def name(self) -> str:
+        return self.dimension.name
+
+    def alpha(self, percent: float) -> float:
+        """Steering coefficient for a strength in percent of the functional range."""
+        return percent / 100.0 * self.alpha_max
+
+    def check_model(self, fingerprint: ModelFingerprint) -> None:
+        """Raise :class:`VectorSetMismatchError` unless this set was extracted from that model."""
+        differences = self.model.differences(fingerprint)
+        if differences:
+            raise VectorSetMismatchError(
+                f"vector set {self.name!r} was extracted from a different model ("
+                + "; ".join(differences)
+                + ")"
+            )
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "dimension": self.dimension.to_dict(),
+            "selected_layers": list(self.selected_layers),
+            "layer_scores": [vars(score) for score in self.layer_scores],
+            "alpha_max": self.alpha_max,
+            "site": self.site,
+            "method": self.method,
+            "parameters": self.parameters,
+            "dataset_hash": self.dataset_hash,
+            "model": self.model.to_dict(),
+            "library_version": self.library_version,
+            "created_at": self.created_at,
+            "functional_range": self.functional_range,
+            "directions_sha256": directions_digest(self.directions),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the vector set to ``path`` (a ``.safetensors`` file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        save_file(
+            {"directions": self.directions.float().contiguous()},
+            str(temporary),
+            metadata={_METADATA_KEY: json.dumps(self.metadata())},
+        )
+        temporary.replace(path)
+        return path
+
+    @classmethod
+    def from_parts(cls, directions: torch.Tensor, metadata: dict[str, Any]) -> VectorSet:
+        """Rebuild a vector set from its tensor and metadata, verifying the checksum."""
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise VectorSetError(f"unsupported vector set format {metadata.get('format_version')!r}")
+        if directions_digest(directions) != metadata.get("directions_sha256"):
+            raise VectorSetError("checksum mismatch: the directions were modified or corrupted")
+        try:
+            return cls(
+                dimension=Dimension.from_dict(metadata["dimension"]),
+                directions=directions.float(),
+                selected_layers=tuple(int(i) for i in metadata["selected_layers"]),
+                layer_scores=tuple(LayerScore(**score) for score in metadata["layer_scores"]),
+                alpha_max=float(metadata["alpha_max"]),
+                site=str(metadata["site"]),
+                method=str(metadata["method"]),
+                parameters=dict(metadata["parameters"]),
+                dataset_hash=str(metadata["dataset_hash"]),
+                model=ModelFingerprint.from_dict(metadata["model"]),
+                library_version=str(metadata["library_version"]),
+                created_at=str(metadata["created_at"]),
+                functional_range=dict(metadata.get("functional_range", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VectorSetError(f"malformed vector set metadata: {exc!r}") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> VectorSet:
+        """Read and verify a vector set file."""
+        path = Path(path)
+        if not path.is_file():
+            raise VectorSetError(f"vector set file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                raw = (handle.metadata() or {}).get(_METADATA_KEY)
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise VectorSetError(f"{path} is not a safetensors file: {exc}") from exc
+        if raw is None or "directions" not in tensors:
+            raise VectorSetError(f"{path} is not a SteerLab vector set (no steerlab metadata)")
+        try:
+            metadata = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise VectorSetError(f"{path}: metadata is not valid JSON") from exc
+        return cls.from_parts(tensors["directions"], metadata)
