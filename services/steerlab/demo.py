@@ -8,13 +8,17 @@ import time
 from .steering import BUILTIN_DIMENSIONS, builtin_dataset, generate, load_model
 from .steering.cache import extract_cached
 
-DEFAULT_PROMPT = "I have a free Saturday in Chicago. What should I do, and where should I eat?"
+DEFAULT_PROMPT = "Help me plan a weekend in Edinburgh."
 STRENGTHS = (-100, 100)
 
 
 def _print_answer(label: str, text: str) -> None:
-    body = textwrap.fill(" ".join(text.split()), width=96, subsequent_indent=" " * 22)
-    print(f"  {label:<19} {body}")
+    prefix = f"  {label:<19} "
+    print(
+        textwrap.fill(
+            " ".join(text.split()), width=110, initial_indent=prefix, subsequent_indent=" " * len(prefix)
+        )
+    )
 
 
 def run_demo(model: str = "smollm2-135m", prompt: str | None = None, max_new_tokens: int = 60) -> None:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 from collections.abc import Callable
@@ -123,8 +122,9 @@ class _LayerSamples:
 
 
 def _fit_layer(
-    samples: _LayerSamples, config: ExtractionConfig, num_examples: int
+    layer: int, samples: _LayerSamples, config: ExtractionConfig, num_examples: int
 ) -> tuple[Direction, LayerScore]:
+    """The layer's direction (fitted on all folds) and its cross-validated per-example accuracy."""
     def fit(mask: torch.Tensor) -> Direction:
         return fit_direction(config.method, samples.values[mask], samples.labels[mask], config.seed)
 
@@ -144,7 +144,7 @@ def _fit_layer(
         (samples.owner[in_folds],), torch.tensor(True)
     )
     return final, LayerScore(
-        layer=-1,
+        layer=layer,
         heldout_accuracy=accuracy(out_of_fold[examples], example_labels[examples]),
         train_accuracy=accuracy(in_sample[examples], example_labels[examples]),
     )
@@ -169,9 +169,9 @@ def _fit_layers(
             fit_sample=activations.position < config.num_tokens,
             score_sample=activations.position < config.score_tokens,
         )
-        direction, score = _fit_layer(samples, config, len(labels))
+        direction, score = _fit_layer(layer, samples, config, len(labels))
         directions.append(direction)
-        scores.append(dataclasses.replace(score, layer=layer))
+        scores.append(score)
     return directions, scores
 
 
