@@ -125,6 +125,7 @@ def _fit_layer(
     layer: int, samples: _LayerSamples, config: ExtractionConfig, num_examples: int
 ) -> tuple[Direction, LayerScore]:
     """The layer's direction (fitted on all folds) and its cross-validated per-example accuracy."""
+
     def fit(mask: torch.Tensor) -> Direction:
         return fit_direction(config.method, samples.values[mask], samples.labels[mask], config.seed)
 

@@ -41,8 +41,23 @@ def unit_rows(samples: torch.Tensor) -> torch.Tensor:
     return normalised
 
 
+def _unit(vector: torch.Tensor) -> torch.Tensor:
+    """``vector`` scaled to unit norm; a first-axis placeholder when there is no signal at all.
+
+    That happens when every sample is identical (e.g. the last token, always ".", at the first
+    layer): such a layer classifies at chance and is ranked last by layer selection.
+    """
+    norm = vector.norm()
+    if norm < 1e-8:
+        placeholder = torch.zeros_like(vector)
+        placeholder[0] = 1.0
+        return placeholder
+    unit: torch.Tensor = vector / norm
+    return unit
+
+
 def _oriented(vector: torch.Tensor, samples: torch.Tensor, labels: torch.Tensor) -> Direction:
-    vector = vector / vector.norm().clamp_min(1e-12)
+    vector = _unit(vector)
     positive_mean = (samples[labels > 0] @ vector).mean()
     negative_mean = (samples[labels < 0] @ vector).mean()
     if positive_mean < negative_mean:
@@ -54,8 +69,7 @@ def _logistic(samples: torch.Tensor, labels: torch.Tensor, seed: int) -> Directi
     centre = samples.mean(0)
     probe = LogisticRegression(C=1.0, fit_intercept=False, max_iter=2000, random_state=seed)
     probe.fit((samples - centre).numpy().astype(np.float64), labels.numpy())
-    weights = torch.from_numpy(probe.coef_[0]).float()
-    vector = weights / weights.norm().clamp_min(1e-12)
+    vector = _unit(torch.from_numpy(probe.coef_[0]).float())
     return Direction(vector, float(centre @ vector))
 
 
