@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -42,16 +43,17 @@ def _cmd_dimensions(args: argparse.Namespace) -> None:
     for name in BUILTIN_DIMENSIONS:
         dataset = builtin_dataset(name)
         dim = dataset.dimension
-        rows.append({**dim.to_dict(), "examples": len(dataset.examples)})
+        counts = {"negative": dataset.count(dim.negative_pole), "positive": dataset.count(dim.positive_pole)}
+        rows.append({**dim.to_dict(), "examples": counts})
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'dimension':<10} {'negative':<10} {'positive':<10} {'examples':>8}  description")
+    print(f"{'dimension':<10} {'negative pole':<14} {'positive pole':<14} {'examples':>9}  description")
     for row in rows:
-        print(
-            f"{row['name']:<10} {row['negative_pole']:<10} {row['positive_pole']:<10} "
-            f"{row['examples']:>8}  {row['description']}"
-        )
+        examples = f"{row['examples']['negative']}+{row['examples']['positive']}"
+        description = textwrap.shorten(row["description"], width=70, placeholder=" ...")
+        poles = f"{row['negative_pole']:<14} {row['positive_pole']:<14}"
+        print(f"{row['name']:<10} {poles} {examples:>9}  {description}")
 
 
 def _cmd_models(_args: argparse.Namespace) -> None:
@@ -122,10 +124,14 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         sampling=sampling,
     )
     if args.json:
+        by_name = {vector_set.name: vector_set for vector_set in vector_sets}
         steering = {
             name: {
                 "percent": pct,
-                "alpha": next(v for v in vector_sets if v.name == name).alpha(pct),
+                "alpha": by_name[name].alpha(pct),
+                "alpha_max": by_name[name].alpha_max,
+                "layers": list(by_name[name].selected_layers),
+                "dataset_hash": by_name[name].dataset_hash,
             }
             for name, pct in strengths.items()
         }

@@ -222,6 +222,7 @@ def extract(
         directions={layer: directions[layer].vector for layer in selected},
         activation_norm=mean_norm,
         bound=config.perplexity_bound,
+        progress=progress,
     )
     report("done", 1.0, f"alpha_max {estimate.alpha_max:.2f}")
     return VectorSet(

@@ -9,11 +9,12 @@ bisects. If even ``MAX_NORM_MULTIPLE`` times the mean norm stays fluent, that ca
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .activations import EncodedExample, pad_batch
 from .apply import LayerDelta, SteeringPlan, apply_plan
@@ -96,12 +97,14 @@ def estimate_alpha_max(
     directions: dict[int, torch.Tensor],
     activation_norm: float,
     bound: float = 1.5,
+    progress: bool = False,
 ) -> RangeEstimate:
     """Search the largest alpha whose steered perplexity stays within ``bound`` x unsteered."""
     examples = [
         EncodedExample(e.ids[: e.completion_start + MAX_COMPLETION_TOKENS], e.completion_start)
         for e in examples[:MAX_EXAMPLES]
     ]
+    bar = tqdm(desc="range", unit="alpha", disable=not progress, leave=False)
     baseline = completion_perplexity(lm, examples, {})
     estimate = RangeEstimate(0.0, baseline, bound, capped=False)
 
@@ -111,19 +114,25 @@ def estimate_alpha_max(
             for sign in (1.0, -1.0)
         )
         estimate.evaluations[alpha] = worst
+        bar.update()
         return worst <= bound * baseline
 
+    with bar:
+        estimate.alpha_max, estimate.capped = _search(fluent, activation_norm)
+    return estimate
+
+
+def _search(fluent: Callable[[float], bool], activation_norm: float) -> tuple[float, bool]:
+    """(alpha_max, capped): grow alpha geometrically until fluency breaks, then bisect."""
     low, high = 0.0, START_NORM_MULTIPLE * activation_norm
     cap = MAX_NORM_MULTIPLE * activation_norm
     while fluent(high):
         low = high
         if high >= cap:
-            estimate.alpha_max, estimate.capped = cap, True
-            return estimate
+            return cap, True
         high = min(2 * high, cap)
     for _ in range(BISECTION_STEPS):
         middle = (low + high) / 2
         low, high = (middle, high) if fluent(middle) else (low, middle)
     # A set whose smallest step already breaks fluency still gets a small usable range.
-    estimate.alpha_max = low if low > 0 else high / 2**BISECTION_STEPS
-    return estimate
+    return (low if low > 0 else high / 2**BISECTION_STEPS), False
