@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .chat import encode_completion, encode_prompt
+from .chat import encode_completion, encode_prompt, pad_token_ids
 from .datasets import Example
 from .models import LoadedModel
 from .sites import Transform, hooked
@@ -57,17 +57,6 @@ class Activations:
         return float(self.values[layer].norm(dim=-1).mean())
 
 
-def pad_batch(batch: Sequence[EncodedExample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token ids; returns (input_ids, attention_mask)."""
-    width = max(len(e.ids) for e in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, example in enumerate(batch):
-        input_ids[row, : len(example.ids)] = torch.tensor(example.ids)
-        attention_mask[row, : len(example.ids)] = 1
-    return input_ids, attention_mask
-
-
 def _select(
     activation: torch.Tensor, example: EncodedExample, token_selection: str, num_tokens: int
 ) -> torch.Tensor:
@@ -113,7 +102,9 @@ def collect_activations(
     with torch.no_grad(), hooked(lm.adapter, site, transforms):
         for batch_ids in tqdm(batches, desc="activations", disable=not progress, leave=False):
             batch = [examples[i] for i in batch_ids]
-            input_ids, attention_mask = pad_batch(batch, lm.tokenizer.pad_token_id)
+            input_ids, attention_mask = pad_token_ids(
+                [e.ids for e in batch], lm.tokenizer.pad_token_id, "right"
+            )
             lm.model(
                 input_ids=input_ids.to(lm.device),
                 attention_mask=attention_mask.to(lm.device),

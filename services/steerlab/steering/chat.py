@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
+
+import torch
 
 Message = Mapping[str, str]
 
@@ -27,3 +29,21 @@ def encode_prompt(tokenizer: Any, prompt: str | Sequence[Message]) -> list[int]:
 def encode_completion(tokenizer: Any, completion: str) -> list[int]:
     """Token ids of an assistant answer, without special tokens."""
     return list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+
+
+def pad_token_ids(
+    rows: Sequence[Sequence[int]], pad_id: int, side: Literal["left", "right"]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad rows of token ids to one width; returns (input_ids, attention_mask).
+
+    Generation pads on the left so every row's next token sits in the last column; scoring
+    pads on the right so completion positions keep their indices.
+    """
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        columns = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        input_ids[i, columns] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, columns] = 1
+    return input_ids, attention_mask

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .activations import EncodedExample, pad_batch
+from .activations import EncodedExample
 from .apply import LayerDelta, SteeringPlan, apply_plan
+from .chat import pad_token_ids
 from .models import LoadedModel
 
 START_NORM_MULTIPLE = 0.125
@@ -55,7 +56,9 @@ def completion_perplexity(
     with torch.no_grad(), apply_plan(lm, plan):
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
-            input_ids, attention_mask = pad_batch(batch, lm.tokenizer.pad_token_id)
+            input_ids, attention_mask = pad_token_ids(
+                [e.ids for e in batch], lm.tokenizer.pad_token_id, "right"
+            )
             logits = lm.model(
                 input_ids=input_ids.to(lm.device), attention_mask=attention_mask.to(lm.device)
             ).logits.float()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from .apply import Strengths, steer
-from .chat import Message, encode_prompt
+from .chat import Message, encode_prompt, pad_token_ids
 from .errors import SteeringError
 from .models import LoadedModel
 from .vectorset import VectorSet
@@ -43,17 +43,6 @@ class Sampling:
         }
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token ids for generation; returns (input_ids, attention_mask)."""
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        attention_mask[i, width - len(row) :] = 1
-    return input_ids, attention_mask
-
-
 def generate(
     lm: LoadedModel,
     prompts: Sequence[str | Sequence[Message]],
@@ -72,7 +61,7 @@ def generate(
     if max_new_tokens < 1:
         raise SteeringError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     encoded = [encode_prompt(lm.tokenizer, prompt) for prompt in prompts]
-    input_ids, attention_mask = left_pad(encoded, lm.tokenizer.pad_token_id)
+    input_ids, attention_mask = pad_token_ids(encoded, lm.tokenizer.pad_token_id, "left")
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     with torch.no_grad(), steer(lm, vector_sets, rows):
