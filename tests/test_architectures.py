@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import ARCHITECTURES
+
 from steerlab.steering import (
     ExtractionConfig,
     LoadedModel,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import parse
+
 from steerlab.steering import (
     BUILTIN_DIMENSIONS,
     DatasetError,

@@ -6,6 +6,7 @@ Extraction runs for real here (about a minute per dimension on 2 cores), nothing
 from __future__ import annotations
 
 import pytest
+
 from steerlab.evaluation import EffectScorer
 from steerlab.steering import (
     BUILTIN_DIMENSIONS,

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import make_tiny_model
 from safetensors.torch import save_file
+
 from steerlab.steering import (
     ExtractionConfig,
     LoadedModel,
