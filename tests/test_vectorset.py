@@ -19,6 +19,7 @@ from steerlab.steering import (
     VectorSetError,
     VectorSetMismatchError,
     extract,
+    plan_rows,
     steer,
 )
 from steerlab.steering.datasets import ContrastiveDataset
@@ -92,11 +93,8 @@ def test_not_a_vector_set(tmp_path: Path) -> None:
 
 def test_vector_set_from_another_model_is_refused(vector_set: VectorSet, tokenizer: object) -> None:
     same_shape_other_weights = make_tiny_model("llama", tokenizer, seed=1)
-    with (
-        pytest.raises(VectorSetMismatchError, match="weights_digest"),
-        steer(same_shape_other_weights, [vector_set], [{"cost": 50}]),
-    ):
-        pass
+    with pytest.raises(VectorSetMismatchError, match="weights_digest"):
+        plan_rows([vector_set], [{"cost": 50}], lm=same_shape_other_weights)
     other_architecture = make_tiny_model("qwen2", tokenizer)
     with pytest.raises(VectorSetMismatchError, match="architecture llama != qwen2"):
         vector_set.check_model(other_architecture.fingerprint)
@@ -111,10 +109,10 @@ def test_strengths_are_validated_not_clamped(
         ({"cost": float("nan")}, "finite number"),
         ({"price": 10}, "unknown dimension 'price'; available: cost"),
     ]:
-        with pytest.raises(SteeringError, match=message), steer(lm, [vector_set], [bad]):
-            pass
-    with pytest.raises(SteeringError, match="two vector sets"), steer(lm, [vector_set, vector_set], [None]):
-        pass
+        with pytest.raises(SteeringError, match=message):
+            plan_rows([vector_set], [bad], lm=lm)
+    with pytest.raises(SteeringError, match="two vector sets"):
+        plan_rows([vector_set, vector_set], [None], lm=lm)
 
 
 def test_planned_rows_must_match_the_batch(
@@ -133,7 +131,7 @@ def test_planned_rows_must_match_the_batch(
 def test_several_dimensions_fold_into_one_weighted_delta_per_layer(
     tiny_models: dict[str, LoadedModel], vector_set: VectorSet
 ) -> None:
-    from steerlab.steering import Dimension, plan_rows
+    from steerlab.steering import Dimension
 
     lm = tiny_models["llama"]
     age = dataclasses.replace(
