@@ -78,16 +78,13 @@ def _cmd_extract(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     lm = load_model(args.model)
-    config.validate(lm.num_layers)
     vector_set = extract(lm, dataset, config, progress=True)
     vector_set.save(args.out)
     dim = vector_set.dimension
     print(f"dimension      {dim.name} ({dim.negative_pole} <-> {dim.positive_pole})")
     print(f"method         {vector_set.method} at site {vector_set.site!r}")
     print(f"layers         {', '.join(map(str, vector_set.selected_layers))}")
-    selected = [s for s in vector_set.layer_scores if s.layer in vector_set.selected_layers]
-    mean_accuracy = sum(s.heldout_accuracy for s in selected) / len(selected)
-    print(f"accuracy       held-out {mean_accuracy:.3f} mean over selected layers")
+    print(f"accuracy       held-out {vector_set.heldout_accuracy:.3f} mean over selected layers")
     for score in vector_set.layer_scores:
         mark = "*" if score.layer in vector_set.selected_layers else " "
         print(
@@ -113,7 +110,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         top_k=args.top_k,
         seed=args.seed,
     )
-    sampling.validate()
+    sampling.validate()  # fail before the slow model load
     lm = load_model(args.model)
     [text] = generate(
         lm,

@@ -31,12 +31,9 @@ def run_demo(model: str = "smollm2-135m", prompt: str | None = None, max_new_tok
     for name in BUILTIN_DIMENSIONS:
         print(f"Vector set {name!r}: extracting or loading from cache ...", flush=True)
         vector_set = extract_cached(lm, builtin_dataset(name), progress=True)
-        scores = [
-            s.heldout_accuracy for s in vector_set.layer_scores if s.layer in vector_set.selected_layers
-        ]
         print(
             f"  {len(vector_set.selected_layers)} layers, held-out accuracy "
-            f"{sum(scores) / len(scores):.2f}, alpha_max {vector_set.alpha_max:.3f}"
+            f"{vector_set.heldout_accuracy:.2f}, alpha_max {vector_set.alpha_max:.3f}"
         )
         vector_sets.append(vector_set)
 

@@ -93,6 +93,17 @@ class VectorSet:
     def name(self) -> str:
         return self.dimension.name
 
+    @property
+    def selected_scores(self) -> list[LayerScore]:
+        """The scores of the selected layers, in layer order."""
+        return [score for score in self.layer_scores if score.layer in self.selected_layers]
+
+    @property
+    def heldout_accuracy(self) -> float:
+        """Mean held-out per-example accuracy over the selected layers."""
+        scores = self.selected_scores
+        return sum(score.heldout_accuracy for score in scores) / len(scores)
+
     def alpha(self, percent: float) -> float:
         """Steering coefficient for a strength in percent of the functional range."""
         return percent / 100.0 * self.alpha_max
