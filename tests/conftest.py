@@ -27,7 +27,9 @@ def _tiny_config(architecture: str, vocab_size: int) -> Any:
     configs: dict[str, Callable[[], Any]] = {
         "llama": lambda: tf.LlamaConfig(**common),
         "mistral": lambda: tf.MistralConfig(**common),
+        "mixtral": lambda: tf.MixtralConfig(**common, num_local_experts=2, num_experts_per_tok=1),
         "qwen2": lambda: tf.Qwen2Config(**common),
+        "qwen3": lambda: tf.Qwen3Config(**common, head_dim=16),
         "gemma": lambda: tf.GemmaConfig(**common, head_dim=16),
         "gemma2": lambda: tf.Gemma2Config(**common, head_dim=16),
         "gemma3": lambda: tf.Gemma3TextConfig(**common, head_dim=16),
@@ -37,7 +39,18 @@ def _tiny_config(architecture: str, vocab_size: int) -> Any:
     return configs[architecture]()
 
 
-ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3", "stablelm", "phi3")
+ARCHITECTURES = (
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "stablelm",
+    "phi3",
+)
 
 
 @pytest.fixture(scope="session")
