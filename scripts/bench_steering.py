@@ -51,7 +51,6 @@ def main() -> None:
     distinct = [{vs.name: rng.uniform(-100, 100) for vs in vector_sets} for _ in range(args.batch)]
 
     def run(rows: list[dict[str, float]] | None) -> float:
-        # min_new_tokens keeps every row generating, so each run does the same work.
         def call() -> list[str]:
             return generate(
                 lm,
@@ -63,6 +62,7 @@ def main() -> None:
 
         return min(_timed(call) for _ in range(args.repeats))
 
+    # Every row generates exactly new_tokens tokens, so each run does the same work.
     lm.model.generation_config.min_new_tokens = args.new_tokens
     threads = torch.get_num_threads()
     print(f"model {args.model}, batch {args.batch}, {args.new_tokens} new tokens, {threads} threads")

@@ -45,7 +45,7 @@ def _unit(vector: torch.Tensor) -> torch.Tensor:
     """``vector`` scaled to unit norm; a first-axis placeholder when there is no signal at all.
 
     That happens when every sample is identical (e.g. the last token, always ".", at the first
-    layer): such a layer classifies at chance and is ranked last by layer selection.
+    layer): such a layer classifies at chance, so layer selection passes it over.
     """
     norm = vector.norm()
     if norm < 1e-8:
