@@ -47,8 +47,19 @@ def test_round_trip_keeps_everything(vector_set: VectorSet, tmp_path: Path) -> N
         "library_version",
         "created_at",
         "functional_range",
+        "model_name",
     ):
         assert metadata[key] not in (None, "", [], {}), key
+
+
+def test_bytes_round_trip_matches_the_file(vector_set: VectorSet, tmp_path: Path) -> None:
+    data = vector_set.to_bytes()
+    assert vector_set.save(tmp_path / "cost.safetensors").read_bytes() == data
+    loaded = VectorSet.from_bytes(data)
+    assert torch.equal(loaded.directions, vector_set.directions)
+    assert loaded.metadata() == vector_set.metadata()
+    with pytest.raises(VectorSetError, match="upload is not a safetensors file"):
+        VectorSet.from_bytes(data[:-5], source="upload")
 
 
 def _rewrite(path: Path, directions: torch.Tensor, metadata: dict[str, object]) -> None:

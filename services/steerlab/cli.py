@@ -10,6 +10,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .registry.cli import add_commands as add_registry_commands
+
 STEER_PATTERN = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*)=(?P<pct>[+-]?\d+(\.\d+)?)%?$")
 
 
@@ -203,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", default=None)
     demo.add_argument("--max-new-tokens", type=int, default=60)
     demo.set_defaults(run=_cmd_demo)
+
+    add_registry_commands(commands)
     return parser
 
 
@@ -211,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
+    from steerlab_client import ClientError
+
     from .steering import SteerLabError
 
     transformers_logging.set_verbosity_error()
@@ -218,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         args.run(args)
-    except SteerLabError as exc:
+    except (SteerLabError, ClientError, ValueError) as exc:
         print(f"steerlab: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

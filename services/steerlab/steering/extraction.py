@@ -239,4 +239,5 @@ def extract(
         library_version=__version__,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         functional_range=estimate.to_dict(),
+        model_name=lm.name,
     )

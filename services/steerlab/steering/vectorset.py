@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 
 from .datasets import Dimension
 from .errors import VectorSetError, VectorSetMismatchError
@@ -60,6 +61,7 @@ class VectorSet:
     library_version: str
     created_at: str
     functional_range: dict[str, Any] = field(default_factory=dict)
+    model_name: str = ""  # the name the model was loaded under; informative, not part of its identity
 
     def __post_init__(self) -> None:
         self._validate()
@@ -130,22 +132,27 @@ class VectorSet:
             "parameters": self.parameters,
             "dataset_hash": self.dataset_hash,
             "model": self.model.to_dict(),
+            "model_name": self.model_name,
             "library_version": self.library_version,
             "created_at": self.created_at,
             "functional_range": self.functional_range,
             "directions_sha256": directions_digest(self.directions),
         }
 
+    def to_bytes(self) -> bytes:
+        """The vector set file's contents (safetensors)."""
+        data: bytes = save_tensors(
+            {"directions": self.directions.float().contiguous()},
+            metadata={_METADATA_KEY: json.dumps(self.metadata())},
+        )
+        return data
+
     def save(self, path: str | Path) -> Path:
-        """Write the vector set to ``path`` (a ``.safetensors`` file)."""
+        """Write the vector set to ``path`` (a ``.safetensors`` file), atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
-        save_file(
-            {"directions": self.directions.float().contiguous()},
-            str(temporary),
-            metadata={_METADATA_KEY: json.dumps(self.metadata())},
-        )
+        temporary.write_bytes(self.to_bytes())
         temporary.replace(path)
         return path
 
@@ -171,9 +178,27 @@ class VectorSet:
                 library_version=str(metadata["library_version"]),
                 created_at=str(metadata["created_at"]),
                 functional_range=dict(metadata.get("functional_range", {})),
+                model_name=str(metadata.get("model_name", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise VectorSetError(f"malformed vector set metadata: {exc!r}") from exc
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "vector set") -> VectorSet:
+        """Read and verify a vector set file's contents; ``source`` names it in errors."""
+        try:
+            tensors = load_tensors(data)
+            header = _safetensors_header(data)
+        except (SafetensorError, ValueError) as exc:
+            raise VectorSetError(f"{source} is not a safetensors file: {exc}") from exc
+        raw = header.get("__metadata__", {}).get(_METADATA_KEY)
+        if raw is None or "directions" not in tensors:
+            raise VectorSetError(f"{source} is not a SteerLab vector set (no steerlab metadata)")
+        try:
+            metadata = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise VectorSetError(f"{source}: metadata is not valid JSON") from exc
+        return cls.from_parts(tensors["directions"], metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> VectorSet:
@@ -181,16 +206,17 @@ class VectorSet:
         path = Path(path)
         if not path.is_file():
             raise VectorSetError(f"vector set file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                raw = (handle.metadata() or {}).get(_METADATA_KEY)
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise VectorSetError(f"{path} is not a safetensors file: {exc}") from exc
-        if raw is None or "directions" not in tensors:
-            raise VectorSetError(f"{path} is not a SteerLab vector set (no steerlab metadata)")
-        try:
-            metadata = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise VectorSetError(f"{path}: metadata is not valid JSON") from exc
-        return cls.from_parts(tensors["directions"], metadata)
+        return cls.from_bytes(path.read_bytes(), source=str(path))
+
+
+def _safetensors_header(data: bytes) -> dict[str, Any]:
+    """The JSON header of a safetensors buffer: an 8-byte little-endian length, then the JSON."""
+    if len(data) < 8:
+        raise ValueError("too short")
+    length = int.from_bytes(data[:8], "little")
+    if length > len(data) - 8:
+        raise ValueError("header length exceeds the data")
+    header = json.loads(data[8 : 8 + length])
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header

@@ -1,0 +1,176 @@
+"""The gRPC face of the registry: proto messages in, store calls (in worker threads) out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from steerlab.serving.errors import InvalidArgumentError
+from steerlab.steering.datasets import Dimension
+from steerlab.steering.vectorset import VectorSet
+from steerlab.v1 import registry_pb2 as pb
+from steerlab.v1 import registry_pb2_grpc
+from steerlab.v1 import vectors_pb2 as vpb
+
+from .store import DELETED, AliasRecord, DimensionRecord, RegistryStore, VectorSetRecord
+
+SERVICE_NAME = "steerlab.v1.RegistryService"
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def dimension_to_proto(record: DimensionRecord) -> vpb.Dimension:
+    d = record.dimension
+    return vpb.Dimension(
+        name=d.name,
+        negative_pole=d.negative_pole,
+        positive_pole=d.positive_pole,
+        description=d.description,
+        create_time=_timestamp(record.created_at),
+    )
+
+
+def vector_set_to_proto(record: VectorSetRecord, with_file: bool = False) -> vpb.VectorSet:
+    meta = record.metadata
+    message = vpb.VectorSet(
+        dimension=record.dimension,
+        version=record.version,
+        model=vpb.ModelFingerprint(**meta["model"]),
+        model_name=record.model_name,
+        method=meta["method"],
+        site=meta["site"],
+        parameters_json=json.dumps(meta["parameters"], sort_keys=True),
+        selected_layers=meta["selected_layers"],
+        layer_scores=[vpb.LayerScore(**score) for score in meta["layer_scores"]],
+        alpha_max=meta["alpha_max"],
+        dataset_hash=meta["dataset_hash"],
+        labels=record.labels,
+        author=record.author,
+        create_time=_timestamp(record.created_at),
+        status=vpb.VECTOR_SET_STATUS_DELETED if record.status == DELETED else vpb.VECTOR_SET_STATUS_ACTIVE,
+        aliases=record.aliases,
+        vectors_sha256=record.vectors_sha256,
+    )
+    if with_file:
+        message.file = record.vector_set().to_bytes()
+    return message
+
+
+def alias_to_proto(record: AliasRecord) -> vpb.Alias:
+    return vpb.Alias(
+        name=record.name,
+        dimension=record.dimension,
+        model_digest=record.model_digest,
+        version=record.version,
+        update_time=_timestamp(record.updated_at),
+        updated_by=record.updated_by,
+    )
+
+
+def _positive_version(version: int) -> int:
+    if version < 1:
+        raise InvalidArgumentError(f"version must be 1 or more, got {version}")
+    return version
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    """Implements ``steerlab.v1.RegistryService`` over a :class:`RegistryStore`.
+
+    Store calls block on the database, so each runs in a worker thread; the event loop keeps
+    serving other calls meanwhile.
+    """
+
+    def __init__(self, store: RegistryStore) -> None:
+        self.store = store
+
+    async def CreateDimension(
+        self, request: pb.CreateDimensionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateDimensionResponse:
+        d = request.dimension
+        dimension = Dimension(d.name, d.negative_pole, d.positive_pole, d.description)
+        record = await asyncio.to_thread(self.store.create_dimension, dimension)
+        return pb.CreateDimensionResponse(dimension=dimension_to_proto(record))
+
+    async def ListDimensions(
+        self, request: pb.ListDimensionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDimensionsResponse:
+        records = await asyncio.to_thread(self.store.list_dimensions)
+        return pb.ListDimensionsResponse(dimensions=[dimension_to_proto(r) for r in records])
+
+    async def CreateVectorSet(
+        self, request: pb.CreateVectorSetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateVectorSetResponse:
+        if not request.file:
+            raise InvalidArgumentError("no vector set file given")
+        record = await asyncio.to_thread(self._create, request)
+        return pb.CreateVectorSetResponse(vector_set=vector_set_to_proto(record))
+
+    def _create(self, request: pb.CreateVectorSetRequest) -> VectorSetRecord:
+        vector_set = VectorSet.from_bytes(request.file, source="the uploaded file")
+        return self.store.create_vector_set(vector_set, author=request.author, labels=dict(request.labels))
+
+    async def GetVectorSet(
+        self, request: pb.GetVectorSetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetVectorSetResponse:
+        full = request.view == pb.VECTOR_SET_VIEW_FULL
+        message = await asyncio.to_thread(self._get, request.selector, full)
+        return pb.GetVectorSetResponse(vector_set=message)
+
+    def _get(self, selector: pb.VectorSetSelector, full: bool) -> vpb.VectorSet:
+        target = selector.WhichOneof("target")
+        record = self.store.get_vector_set(
+            selector.dimension,
+            selector.model,
+            version=_positive_version(selector.version) if target == "version" else None,
+            alias=selector.alias if target == "alias" else None,
+            with_vectors=full,
+        )
+        return vector_set_to_proto(record, with_file=full)
+
+    async def ListVectorSets(
+        self, request: pb.ListVectorSetsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListVectorSetsResponse:
+        page = await asyncio.to_thread(
+            self.store.list_vector_sets,
+            request.dimension,
+            request.model,
+            request.include_deleted,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListVectorSetsResponse(
+            vector_sets=[vector_set_to_proto(r) for r in page.records], next_page_token=page.next_page_token
+        )
+
+    async def DeleteVectorSet(
+        self, request: pb.DeleteVectorSetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteVectorSetResponse:
+        record = await asyncio.to_thread(
+            self.store.delete_vector_set, request.dimension, request.model, _positive_version(request.version)
+        )
+        return pb.DeleteVectorSetResponse(vector_set=vector_set_to_proto(record))
+
+    async def SetAlias(self, request: pb.SetAliasRequest, context: grpc.aio.ServicerContext) -> pb.SetAliasResponse:
+        alias, previous = await asyncio.to_thread(
+            self.store.set_alias,
+            request.dimension,
+            request.model,
+            request.alias,
+            _positive_version(request.version),
+            request.updated_by,
+        )
+        return pb.SetAliasResponse(alias=alias_to_proto(alias), previous_version=previous)
+
+    async def ListAliases(
+        self, request: pb.ListAliasesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAliasesResponse:
+        records = await asyncio.to_thread(self.store.list_aliases, request.dimension, request.model)
+        return pb.ListAliasesResponse(aliases=[alias_to_proto(r) for r in records])

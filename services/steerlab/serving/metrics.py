@@ -1,0 +1,137 @@
+"""Per-method request counts and latencies, and the error-to-status mapping, as one interceptor.
+
+Metric names follow ``steerlab_<service>_<thing>_<unit>``: for the registry,
+``steerlab_registry_requests_total{method,code}`` and
+``steerlab_registry_request_duration_seconds{method,code}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from steerlab.steering.errors import SteerLabError
+
+from .errors import status_name
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+def short_service_name(full_name: str) -> str:
+    """``steerlab.v1.RegistryService`` -> ``registry``; ``steerlab.v1.JobService`` -> ``job``."""
+    base = full_name.rsplit(".", 1)[-1].removesuffix("Service")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+
+
+class RpcMetrics:
+    """The request counter and latency histogram of one service."""
+
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            f"steerlab_{service}_requests",
+            f"gRPC requests handled by the {service} service, by method and status code",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            f"steerlab_{service}_request_duration_seconds",
+            f"Time to handle a {service} request, by method and status code",
+            ["method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(method, code).inc()
+        self.latency.labels(method, code).observe(seconds)
+
+
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Measures every call of the given services and turns SteerLab errors into statuses.
+
+    Handlers raise :class:`~steerlab.steering.errors.SteerLabError` subclasses; this is the one
+    place that maps them to status codes. Anything else is a bug: logged, and reported as
+    INTERNAL without internals.
+    """
+
+    def __init__(self, metrics: dict[str, RpcMetrics]) -> None:
+        self._metrics = metrics  # by full service name
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        service, _, method = handler_call_details.method.lstrip("/").partition("/")
+        metrics = self._metrics.get(service)
+        if handler is None or metrics is None:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(metrics, method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(metrics, method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _unary(self, metrics: RpcMetrics, method: str, behaviour: Any) -> Any:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with _observed(metrics, method, context):
+                return await behaviour(request, context)
+
+        return unary
+
+    def _streaming(self, metrics: RpcMetrics, method: str, behaviour: Any) -> Any:
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with _observed(metrics, method, context):
+                async for response in behaviour(request, context):
+                    yield response
+
+        return streaming
+
+
+@asynccontextmanager
+async def _observed(metrics: RpcMetrics, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        yield
+    except SteerLabError as exc:
+        code = status_name(exc)
+        await context.abort(grpc.StatusCode[code], str(exc))
+    except grpc.aio.AbortError:
+        code = _context_code(context, default="UNKNOWN")
+        raise
+    except asyncio.CancelledError:
+        code = "CANCELLED"
+        raise
+    except Exception:
+        code = "INTERNAL"
+        log.exception("unhandled error in %s", method)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
+    finally:
+        metrics.observe(method, code, time.perf_counter() - started)
+
+
+def _context_code(context: grpc.aio.ServicerContext, default: str) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return default

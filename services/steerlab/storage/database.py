@@ -1,0 +1,213 @@
+"""Database connections for PostgreSQL (psycopg 3 with a pool) and SQLite, behind one interface.
+
+Queries are written once, with ``%s`` placeholders; the SQLite backend translates them. Write
+transactions can take a transaction-scoped lock on a key (an advisory lock on PostgreSQL; on
+SQLite the write transaction already holds the database's single write lock).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import psycopg
+import psycopg_pool
+
+from steerlab.serving.errors import InvalidArgumentError, UnavailableError
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the stores use."""
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class UniqueViolation(Exception):
+    """An INSERT or UPDATE broke a unique constraint (either backend)."""
+
+
+class Database(ABC):
+    """A connection source for one database, with the few dialect differences named."""
+
+    #: Column types that differ between the backends, for ``str.format`` in migrations.
+    types: dict[str, str]
+
+    @abstractmethod
+    def transaction(self, write: bool = False) -> Any:
+        """Context manager yielding a :class:`Cursor` inside one transaction."""
+
+    @abstractmethod
+    def lock(self, cursor: Cursor, key: str) -> None:
+        """Hold a lock on ``key`` until the surrounding write transaction ends."""
+
+    @abstractmethod
+    def encode_time(self, moment: datetime) -> Any: ...
+
+    @abstractmethod
+    def decode_time(self, value: Any) -> datetime: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Where the data lives, without credentials (for logs)."""
+
+
+class PostgresDatabase(Database):
+    types = {
+        "id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "blob": "BYTEA",
+        "timestamp": "TIMESTAMPTZ",
+    }
+
+    def __init__(self, url: str, max_connections: int = 10, connect_timeout_s: float = 10.0) -> None:
+        self._url = url
+        parts = urlsplit(url)
+        self._description = f"postgresql://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            timeout=connect_timeout_s,
+            kwargs={"connect_timeout": max(1, int(connect_timeout_s))},
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout_s)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise UnavailableError(f"cannot connect to PostgreSQL at {self._description}: {exc}") from exc
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[Cursor]:
+        try:
+            with self._pool.connection() as connection, connection.cursor() as cursor:
+                yield cursor
+        except psycopg.errors.UniqueViolation as exc:
+            raise UniqueViolation(str(exc)) from exc
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            raise UnavailableError(f"PostgreSQL at {self._description} is unavailable: {exc}") from exc
+
+    def lock(self, cursor: Cursor, key: str) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+    def encode_time(self, moment: datetime) -> Any:
+        return moment
+
+    def decode_time(self, value: Any) -> datetime:
+        assert isinstance(value, datetime)
+        return value.astimezone(UTC)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _SqliteCursor:
+    """Translates ``%s`` placeholders to SQLite's ``?``."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(query.replace("%s", "?"), tuple(params))
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+
+class SqliteDatabase(Database):
+    types = {
+        "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "blob": "BLOB",
+        "timestamp": "TEXT",
+    }
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
+        self._path = Path(path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_s = busy_timeout_s
+        # WAL lets readers go on while one writer commits; it is a property of the file.
+        connection = sqlite3.connect(self._path, timeout=busy_timeout_s)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL").fetchall()
+        except sqlite3.OperationalError as exc:
+            raise UnavailableError(f"cannot open SQLite database {self._path}: {exc}") from exc
+        finally:
+            connection.close()
+
+    @property
+    def description(self) -> str:
+        return f"sqlite:///{self._path}"  # an absolute path gives sqlite:////...
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[Cursor]:
+        # A connection per transaction: cheap for SQLite, and safe from any thread.
+        try:
+            connection = sqlite3.connect(self._path, timeout=self._busy_timeout_s, isolation_level=None)
+        except sqlite3.OperationalError as exc:
+            raise UnavailableError(f"cannot open SQLite database {self._path}: {exc}") from exc
+        try:
+            connection.execute("PRAGMA foreign_keys=ON")
+            # IMMEDIATE takes the write lock up front, so read-then-write cannot race.
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield _SqliteCursor(connection.cursor())
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise UniqueViolation(str(exc)) from exc
+            raise
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise UnavailableError(f"SQLite database {self._path} is busy: {exc}") from exc
+            raise
+        finally:
+            connection.close()
+
+    def lock(self, cursor: Cursor, key: str) -> None:
+        """Nothing to do: a write transaction holds SQLite's only write lock."""
+
+    def encode_time(self, moment: datetime) -> Any:
+        return moment.astimezone(UTC).isoformat()
+
+    def decode_time(self, value: Any) -> datetime:
+        return datetime.fromisoformat(str(value))
+
+    def close(self) -> None:
+        """Nothing to do: connections live for one transaction."""
+
+
+def open_database(url: str) -> Database:
+    """Open ``postgresql://user@host:port/db`` or ``sqlite:///path/to/file.db``."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme in ("postgresql", "postgres"):
+        return PostgresDatabase(url)
+    if scheme == "sqlite":
+        # As in SQLAlchemy: sqlite:///relative/file.db, sqlite:////absolute/file.db.
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise InvalidArgumentError(f"SQLite URL needs a file: sqlite:///path/to/file.db, got {url!r}")
+        return SqliteDatabase(path)
+    raise InvalidArgumentError(
+        f"unsupported database URL {url!r}: use postgresql://user@host:port/db or sqlite:///path/to/file.db"
+    )

@@ -1,0 +1,121 @@
+"""Helpers for the registry tests: synthetic vector sets, databases, and servers in threads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+import torch
+
+from steerlab.registry import RegistryStore, build_registry_server
+from steerlab.registry.server import RegistrySettings
+from steerlab.serving import GrpcServer, ServerSettings
+from steerlab.steering import LayerScore, ModelFingerprint, VectorSet
+from steerlab.steering.datasets import builtin_dataset
+from steerlab.storage import open_database
+
+ADMIN_URL = os.environ.get("STEERLAB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+DIGEST_A = "a1" * 32
+DIGEST_B = "b2" * 32
+
+
+def make_vector_set(
+    dimension: str = "cost",
+    seed: int = 0,
+    digest: str = DIGEST_A,
+    model_name: str = "tiny-a",
+    layers: int = 4,
+    hidden: int = 8,
+) -> VectorSet:
+    """A valid vector set with random unit directions (no model needed)."""
+    generator = torch.Generator().manual_seed(seed)
+    directions = torch.randn(layers, hidden, generator=generator)
+    return VectorSet(
+        dimension=builtin_dataset(dimension).dimension,
+        directions=directions / directions.norm(dim=-1, keepdim=True),
+        selected_layers=(1, 2),
+        layer_scores=tuple(LayerScore(i, 0.9, 0.95) for i in range(layers)),
+        alpha_max=0.5 + seed,
+        site="norm",
+        method="logistic",
+        parameters={"num_tokens": 32, "seed": seed},
+        dataset_hash="f" * 64,
+        model=ModelFingerprint("llama", layers, hidden, 100, digest),
+        library_version="0.1.0",
+        created_at="2026-11-27T00:00:00+00:00",
+        model_name=model_name,
+    )
+
+
+def postgres_available() -> str | None:
+    """None if the test PostgreSQL answers, else why not."""
+    try:
+        with psycopg.connect(ADMIN_URL, connect_timeout=3):
+            return None
+    except psycopg.OperationalError as exc:
+        return f"PostgreSQL at {ADMIN_URL} is not reachable: {exc}"
+
+
+def require_postgres() -> None:
+    """Skip without PostgreSQL, except under CI=true, where its absence fails the test."""
+    reason = postgres_available()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + " (CI=true: scripts/test.sh should have started it)")
+    pytest.skip(reason)
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """Create an empty database for one test and drop it afterwards; yields its URL."""
+    require_postgres()
+    name = f"steerlab_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def open_store(url: str) -> RegistryStore:
+    return RegistryStore(open_database(url))
+
+
+class ServerThread:
+    """A registry server on its own event loop in a background thread, on a real socket."""
+
+    def __init__(self, database_url: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        settings = RegistrySettings(
+            database_url=database_url,
+            server=ServerSettings(port=0, metrics_port=0, max_message_bytes=max_message_bytes),
+        )
+        self.server: GrpcServer
+        self.server, self.store = build_registry_server(settings)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout=30)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.metrics_port}/metrics"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace_s=1), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+        self.store.close()
