@@ -50,23 +50,23 @@ def generate(output_root: Path) -> list[Path]:
 
 
 def stale_files() -> list[str]:
-    """Generated files that differ from, or are missing in, services/steerlab/v1/."""
+    """Generated files that are missing, extra or different in services/steerlab/v1/."""
+    committed_dir = OUTPUT_ROOT / PACKAGE_DIR
+    committed = {path.relative_to(OUTPUT_ROOT) for path in committed_dir.iterdir() if path.is_file()}
     with tempfile.TemporaryDirectory() as scratch:
-        fresh = generate(Path(scratch))
-        committed = sorted(
-            path.relative_to(OUTPUT_ROOT)
-            for path in (OUTPUT_ROOT / PACKAGE_DIR).iterdir()
-            if path.is_file()
-        )
-        stale = [str(p) for p in fresh if not filecmp.cmp(Path(scratch) / p, OUTPUT_ROOT / p, shallow=False)
-                 if (OUTPUT_ROOT / p).exists()]
-        stale += [str(p) for p in fresh if not (OUTPUT_ROOT / p).exists()]
-        stale += [str(p) for p in committed if p not in fresh]
-    return stale
+        fresh = set(generate(Path(scratch)))
+        changed = {
+            path
+            for path in fresh & committed
+            if not filecmp.cmp(Path(scratch) / path, OUTPUT_ROOT / path, shallow=False)
+        }
+    return sorted(str(path) for path in (fresh ^ committed) | changed)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="only report stale stubs")
     args = parser.parse_args()
     if args.check:

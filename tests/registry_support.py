@@ -13,8 +13,8 @@ import psycopg
 import pytest
 import torch
 
-from steerlab.registry import RegistryStore, build_registry_server
-from steerlab.registry.server import RegistrySettings
+from steerlab.registry.server import RegistrySettings, build_registry_server
+from steerlab.registry.store import RegistryStore
 from steerlab.serving import GrpcServer, ServerSettings
 from steerlab.steering import LayerScore, ModelFingerprint, VectorSet
 from steerlab.steering.datasets import builtin_dataset

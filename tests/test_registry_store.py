@@ -11,8 +11,8 @@ import pytest
 import torch
 from registry_support import DIGEST_A, DIGEST_B, fresh_postgres_database, make_vector_set, open_store
 
-from steerlab.registry import RegistryStore
 from steerlab.registry.schema import COMPONENT, MIGRATIONS
+from steerlab.registry.store import RegistryStore
 from steerlab.serving import (
     AlreadyExistsError,
     DataLossError,
@@ -49,7 +49,9 @@ def test_a_new_registry_knows_the_builtin_dimensions(store: RegistryStore) -> No
 def test_dimensions_are_created_once_and_validated(store: RegistryStore) -> None:
     created = store.create_dimension(Dimension("spice", "mild", "hot", "How spicy the food is."))
     assert created.dimension.name == "spice"
-    assert store.get_dimension("spice").dimension == Dimension("spice", "mild", "hot", "How spicy the food is.")
+    assert store.get_dimension("spice").dimension == Dimension(
+        "spice", "mild", "hot", "How spicy the food is."
+    )
     with pytest.raises(AlreadyExistsError, match="'spice' already exists"):
         store.create_dimension(Dimension("spice", "mild", "hot"))
     with pytest.raises(InvalidArgumentError, match="invalid dimension name 'Spicy!'"):
@@ -118,7 +120,7 @@ def test_aliases_move_atomically_for_promotion_and_rollback(store: RegistryStore
         store.set_alias("cost", "", "production", 9)
     with pytest.raises(InvalidArgumentError, match="invalid alias name"):
         store.set_alias("cost", "", "Prod Live", 2)
-    with pytest.raises(NotFoundError, match="no alias 'canary'.*its aliases: production, staging"):
+    with pytest.raises(NotFoundError, match=r"no alias 'canary'.*its aliases: production, staging"):
         store.get_vector_set("cost", alias="canary")
 
 
@@ -166,7 +168,8 @@ def test_listing_filters_and_paginates(store: RegistryStore) -> None:
 def test_unknown_dimension_and_mismatched_poles_are_refused(store: RegistryStore) -> None:
     vector_set = make_vector_set()
     renamed = VectorSet.from_parts(
-        vector_set.directions, {**vector_set.metadata(), "dimension": {**vector_set.dimension.to_dict(), "name": "spice"}}
+        vector_set.directions,
+        {**vector_set.metadata(), "dimension": {**vector_set.dimension.to_dict(), "name": "spice"}},
     )
     with pytest.raises(NotFoundError, match="unknown dimension 'spice'"):
         store.create_vector_set(renamed)
@@ -219,7 +222,9 @@ def test_replicas_starting_together_migrate_once(database_url: str) -> None:
     with ThreadPoolExecutor(6) as pool:
         stores = list(pool.map(lambda _: start(), range(6)))
     with stores[0].database.transaction() as cursor:
-        cursor.execute("SELECT version FROM schema_migrations WHERE component = %s ORDER BY version", (COMPONENT,))
+        cursor.execute(
+            "SELECT version FROM schema_migrations WHERE component = %s ORDER BY version", (COMPONENT,)
+        )
         assert [row[0] for row in cursor.fetchall()] == [m.version for m in MIGRATIONS]
     assert len(stores[0].list_dimensions()) == 5
     for opened in stores:

@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from .registry.cli import add_commands as add_registry_commands
 
+MODEL_COMMANDS = ("extract", "generate", "demo")  # the rest stay fast: no torch, no transformers
 STEER_PATTERN = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*)=(?P<pct>[+-]?\d+(\.\d+)?)%?$")
 
 
@@ -213,14 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from transformers.utils import logging as transformers_logging
-
     from steerlab_client import ClientError
 
-    from .steering import SteerLabError
+    from .errors import SteerLabError
 
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
+    if args.command in MODEL_COMMANDS:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
 
     try:
         args.run(args)

@@ -1,11 +1,11 @@
 """SteerLab's Python client: talks to the services over gRPC (needs grpcio and protobuf only).
 
-    from steerlab_client import RegistryClient
+from steerlab_client import RegistryClient
 
-    with RegistryClient("localhost:50051") as registry:
-        pushed = registry.push("cost.safetensors", labels={"team": "search"})
-        registry.set_alias("cost", pushed.version, "production")
-        registry.pull("cost", alias="production", out="cost.safetensors")
+with RegistryClient("localhost:50051") as registry:
+    pushed = registry.push("cost.safetensors", labels={"team": "search"})
+    registry.set_alias("cost", pushed.version, "production")
+    registry.pull("cost", alias="production", out="cost.safetensors")
 """
 
 from .errors import ClientError

@@ -51,7 +51,9 @@ class RegistryClient:
     Every method raises :class:`ClientError` with the server's status code on failure.
     """
 
-    def __init__(self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+    def __init__(
+        self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ):
         self.target = target
         self.timeout_s = timeout_s
         self._channel = grpc.insecure_channel(
@@ -86,7 +88,9 @@ class RegistryClient:
         dimension = vpb.Dimension(
             name=name, negative_pole=negative_pole, positive_pole=positive_pole, description=description
         )
-        return self._call(self._stub.CreateDimension, pb.CreateDimensionRequest(dimension=dimension)).dimension
+        return self._call(
+            self._stub.CreateDimension, pb.CreateDimensionRequest(dimension=dimension)
+        ).dimension
 
     def list_dimensions(self) -> list[vpb.Dimension]:
         return list(self._call(self._stub.ListDimensions, pb.ListDimensionsRequest()).dimensions)
@@ -118,7 +122,9 @@ class RegistryClient:
         if alias is not None:
             selector.alias = alias
         view = pb.VECTOR_SET_VIEW_FULL if with_file else pb.VECTOR_SET_VIEW_BASIC
-        return self._call(self._stub.GetVectorSet, pb.GetVectorSetRequest(selector=selector, view=view)).vector_set
+        return self._call(
+            self._stub.GetVectorSet, pb.GetVectorSetRequest(selector=selector, view=view)
+        ).vector_set
 
     def pull(
         self,
@@ -137,22 +143,33 @@ class RegistryClient:
         temporary.replace(path)
         return vector_set
 
-    def list(
+    def list_vector_sets_page(
+        self,
+        dimension: str = "",
+        model: str = "",
+        include_deleted: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.ListVectorSetsResponse:
+        """One page of versions, oldest first; pass ``next_page_token`` back for the next."""
+        request = pb.ListVectorSetsRequest(
+            dimension=dimension,
+            model=model,
+            include_deleted=include_deleted,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._call(self._stub.ListVectorSets, request)
+
+    def list_vector_sets(
         self, dimension: str = "", model: str = "", include_deleted: bool = False, page_size: int = 0
     ) -> Iterator[vpb.VectorSet]:
         """Every matching version, oldest first, fetched a page at a time."""
         token = ""
         while True:
-            request = pb.ListVectorSetsRequest(
-                dimension=dimension,
-                model=model,
-                include_deleted=include_deleted,
-                page_size=page_size,
-                page_token=token,
-            )
-            response = self._call(self._stub.ListVectorSets, request)
-            yield from response.vector_sets
-            token = response.next_page_token
+            page = self.list_vector_sets_page(dimension, model, include_deleted, page_size, token)
+            yield from page.vector_sets
+            token = page.next_page_token
             if not token:
                 return
 
@@ -176,4 +193,8 @@ class RegistryClient:
         return self._call(self._stub.SetAlias, request)
 
     def list_aliases(self, dimension: str = "", model: str = "") -> list[vpb.Alias]:
-        return list(self._call(self._stub.ListAliases, pb.ListAliasesRequest(dimension=dimension, model=model)).aliases)
+        return list(
+            self._call(
+                self._stub.ListAliases, pb.ListAliasesRequest(dimension=dimension, model=model)
+            ).aliases
+        )

@@ -1,21 +1,9 @@
 """The vector registry service: versioned steering vector sets with aliases, over gRPC.
 
-Run it with ``steerlab registry serve``; talk to it with ``steerlab vectors ...`` or
-:class:`steerlab_client.RegistryClient`.
+- ``store``: :class:`~steerlab.registry.store.RegistryStore`, the data on PostgreSQL or SQLite;
+- ``service``: the ``steerlab.v1.RegistryService`` servicer;
+- ``server``: settings and :func:`~steerlab.registry.server.build_registry_server`;
+- ``cli``: ``steerlab registry serve`` and ``steerlab vectors ...``.
+
+Modules are imported on use, so the client commands start without torch.
 """
-
-from .server import RegistrySettings, build_registry_server, registry_binding
-from .service import RegistryServicer
-from .store import AliasRecord, DimensionRecord, Page, RegistryStore, VectorSetRecord
-
-__all__ = [
-    "AliasRecord",
-    "DimensionRecord",
-    "Page",
-    "RegistryServicer",
-    "RegistrySettings",
-    "RegistryStore",
-    "VectorSetRecord",
-    "build_registry_server",
-    "registry_binding",
-]

@@ -17,16 +17,22 @@ _LABEL = re.compile(r"^(?P<key>[^=]+)=(?P<value>.*)$")
 def add_commands(commands: Any) -> None:
     """Register the ``registry`` and ``vectors`` command groups on the top-level subparsers."""
     registry = commands.add_parser("registry", help="run the vector registry service")
-    registry_commands = registry.add_subparsers(dest="registry_command", required=True, parser_class=type(registry))
+    registry_commands = registry.add_subparsers(
+        dest="registry_command", required=True, parser_class=type(registry)
+    )
     serve = registry_commands.add_parser("serve", help="serve the registry over gRPC until interrupted")
-    serve.add_argument("--database-url", help="postgresql://... or sqlite:///file (default: SQLite in STEERLAB_HOME)")
+    serve.add_argument(
+        "--database-url", help="postgresql://... or sqlite:///file (default: SQLite in STEERLAB_HOME)"
+    )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9464)")
     serve.set_defaults(run=_serve)
 
     vectors = commands.add_parser("vectors", help="push, list, pull and alias vector sets in a registry")
-    vector_commands = vectors.add_subparsers(dest="vectors_command", required=True, parser_class=type(vectors))
+    vector_commands = vectors.add_subparsers(
+        dest="vectors_command", required=True, parser_class=type(vectors)
+    )
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = vector_commands.add_parser(name, help=help_text)
@@ -43,7 +49,9 @@ def add_commands(commands: Any) -> None:
     push.add_argument("--author", help="default: your user name")
     push.add_argument("--alias", help="also point this alias at the new version")
     push.add_argument(
-        "--create-dimension", action="store_true", help="register the file's dimension if the registry lacks it"
+        "--create-dimension",
+        action="store_true",
+        help="register the file's dimension if the registry lacks it",
     )
     push.set_defaults(run=_push)
 
@@ -103,32 +111,26 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _ref(text: str, need_version: bool = False) -> Any:
-    from steerlab.serving.errors import InvalidArgumentError
     from steerlab_client import parse_vector_set_ref
 
-    try:
-        ref = parse_vector_set_ref(text)
-    except ValueError as exc:
-        raise InvalidArgumentError(str(exc)) from None
+    ref = parse_vector_set_ref(text)
     if need_version and ref.version is None:
-        raise InvalidArgumentError(f"expected NAME@VERSION with a version number, got {text!r}")
+        raise ValueError(f"expected NAME@VERSION with a version number, got {text!r}")
     return ref
 
 
 def _labels(values: list[str]) -> dict[str, str]:
-    from steerlab.serving.errors import InvalidArgumentError
-
     labels = {}
     for value in values:
         match = _LABEL.match(value)
         if not match:
-            raise InvalidArgumentError(f"--label {value!r} is not KEY=VALUE")
+            raise ValueError(f"--label {value!r} is not KEY=VALUE")
         labels[match["key"]] = match["value"]
     return labels
 
 
 def _model_label(vector_set: Any) -> str:
-    from steerlab.registry.store import describe_model
+    from steerlab.registry.naming import describe_model
 
     return describe_model(vector_set.model_name, vector_set.model.weights_digest)
 
@@ -142,9 +144,9 @@ def _push(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     import grpc
+    from steerlab_client import ClientError
 
     from steerlab.steering.vectorset import VectorSet
-    from steerlab_client import ClientError
 
     data = Path(args.file).read_bytes()
     vector_set = VectorSet.from_bytes(data, source=args.file)  # fail here, before any upload
@@ -164,7 +166,9 @@ def _push(args: argparse.Namespace) -> None:
             f"alpha_max {pushed.alpha_max:.3g}, sha256 {pushed.vectors_sha256[:12]}"
         )
         if args.alias:
-            moved = client.set_alias(pushed.dimension, pushed.version, args.alias, model=pushed.model.weights_digest)
+            moved = client.set_alias(
+                pushed.dimension, pushed.version, args.alias, model=pushed.model.weights_digest
+            )
             print(_alias_line(moved, pushed))
 
 
@@ -179,7 +183,9 @@ def _list(args: argparse.Namespace) -> None:
     from steerlab.v1.vectors_pb2 import VECTOR_SET_STATUS_DELETED
 
     with _client(args) as client:
-        rows = list(client.list(dimension=args.dimension, model=args.model, include_deleted=args.all))
+        rows = list(
+            client.list_vector_sets(dimension=args.dimension, model=args.model, include_deleted=args.all)
+        )
     if args.json:
         print(json.dumps([MessageToDict(row, preserving_proto_field_name=True) for row in rows], indent=2))
         return

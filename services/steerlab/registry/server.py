@@ -14,6 +14,7 @@ from .service import SERVICE_NAME, RegistryServicer
 from .store import RegistryStore
 
 DEFAULT_PORT = 50051
+DEFAULT_METRICS_PORT = 9464
 
 
 def default_database_url() -> str:
@@ -24,7 +25,9 @@ def default_database_url() -> str:
 @dataclass(frozen=True)
 class RegistrySettings:
     database_url: str = field(default_factory=default_database_url)
-    server: ServerSettings = field(default_factory=lambda: ServerSettings(port=DEFAULT_PORT))
+    server: ServerSettings = field(
+        default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
+    )
 
     @classmethod
     def from_env(
@@ -34,36 +37,25 @@ class RegistrySettings:
         port: int | None = None,
         metrics_port: int | None = None,
     ) -> RegistrySettings:
-        """Flags win over ``STEERLAB_DATABASE_URL``, ``STEERLAB_REGISTRY_HOST``,
-        ``STEERLAB_REGISTRY_PORT``, ``STEERLAB_METRICS_PORT`` (``off`` disables) and
-        ``STEERLAB_MAX_MESSAGE_BYTES``, which win over the defaults."""
-        env = os.environ
-        metrics = env.get("STEERLAB_METRICS_PORT", "9464")
+        """Flags win over ``STEERLAB_DATABASE_URL`` and the ``STEERLAB_REGISTRY_*`` variables
+        (see :meth:`ServerSettings.from_env`), which win over the defaults."""
         return cls(
-            database_url=database_url or env.get("STEERLAB_DATABASE_URL") or default_database_url(),
-            server=ServerSettings(
-                host=host or env.get("STEERLAB_REGISTRY_HOST", "127.0.0.1"),
-                port=port if port is not None else _int_env("STEERLAB_REGISTRY_PORT", DEFAULT_PORT),
-                metrics_port=metrics_port if metrics_port is not None else (
-                    None if metrics == "off" else _int_env("STEERLAB_METRICS_PORT", 9464)
-                ),
-                max_message_bytes=_int_env("STEERLAB_MAX_MESSAGE_BYTES", ServerSettings.max_message_bytes),
+            database_url=database_url or os.environ.get("STEERLAB_DATABASE_URL") or default_database_url(),
+            server=ServerSettings.from_env(
+                "registry",
+                DEFAULT_PORT,
+                DEFAULT_METRICS_PORT,
+                host=host,
+                port=port,
+                metrics_port=metrics_port,
             ),
         )
 
 
-def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
 def registry_binding(store: RegistryStore) -> ServiceBinding:
-    return ServiceBinding(SERVICE_NAME, RegistryServicer(store), registry_pb2_grpc.add_RegistryServiceServicer_to_server)
+    return ServiceBinding(
+        SERVICE_NAME, RegistryServicer(store), registry_pb2_grpc.add_RegistryServiceServicer_to_server
+    )
 
 
 def build_registry_server(settings: RegistrySettings) -> tuple[GrpcServer, RegistryStore]:

@@ -158,7 +158,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return pb.DeleteVectorSetResponse(vector_set=vector_set_to_proto(record))
 
-    async def SetAlias(self, request: pb.SetAliasRequest, context: grpc.aio.ServicerContext) -> pb.SetAliasResponse:
+    async def SetAlias(
+        self, request: pb.SetAliasRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetAliasResponse:
         alias, previous = await asyncio.to_thread(
             self.store.set_alias,
             request.dimension,

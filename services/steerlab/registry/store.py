@@ -31,6 +31,7 @@ from steerlab.steering.vectorset import VectorSet
 from steerlab.storage import Cursor, Database, migrate
 from steerlab.storage.database import UniqueViolation
 
+from .naming import describe_model
 from .schema import COMPONENT, MIGRATIONS
 
 ACTIVE = "active"
@@ -41,6 +42,7 @@ LABEL_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 MAX_TEXT_LENGTH = 1024
 MAX_LABELS = 64
 
+_DIMENSION_COLUMNS = "name, negative_pole, positive_pole, description, created_at"
 _VECTOR_SET_COLUMNS = (
     "id, dimension, model_digest, model_name, version, status, author, labels, metadata,"
     " vectors_sha256, created_at, deleted_at"
@@ -105,10 +107,6 @@ class AliasRecord:
 class Page:
     records: list[VectorSetRecord]
     next_page_token: str
-
-
-def describe_model(name: str, digest: str) -> str:
-    return f"{name} {digest[:12]}" if name else digest[:12]
 
 
 def check_name(kind: str, name: str) -> str:
@@ -200,9 +198,7 @@ class RegistryStore:
 
     def list_dimensions(self) -> list[DimensionRecord]:
         with self.database.transaction() as cursor:
-            cursor.execute(
-                "SELECT name, negative_pole, positive_pole, description, created_at FROM dimensions ORDER BY name"
-            )
+            cursor.execute(f"SELECT {_DIMENSION_COLUMNS} FROM dimensions ORDER BY name")
             return [self._dimension_record(row) for row in cursor.fetchall()]
 
     def get_dimension(self, name: str) -> DimensionRecord:
@@ -212,7 +208,7 @@ class RegistryStore:
     def _get_dimension(self, cursor: Cursor, name: str) -> DimensionRecord:
         check_name("dimension", name)
         cursor.execute(
-            "SELECT name, negative_pole, positive_pole, description, created_at FROM dimensions WHERE name = %s",
+            f"SELECT {_DIMENSION_COLUMNS} FROM dimensions WHERE name = %s",
             (name,),
         )
         row = cursor.fetchone()
@@ -247,13 +243,15 @@ class RegistryStore:
                 )
             self.database.lock(cursor, f"steerlab:vector_sets:{vector_set.name}:{digest}")
             cursor.execute(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM vector_sets WHERE dimension = %s AND model_digest = %s",
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM vector_sets"
+                " WHERE dimension = %s AND model_digest = %s",
                 (vector_set.name, digest),
             )
             version = int(cursor.fetchone()[0])
             cursor.execute(
-                "INSERT INTO vector_sets (dimension, model_digest, model_name, version, status, author, labels,"
-                " metadata, vectors, vectors_sha256, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                "INSERT INTO vector_sets (dimension, model_digest, model_name, version, status, author,"
+                " labels, metadata, vectors, vectors_sha256, created_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " RETURNING id",
                 (
                     vector_set.name,
@@ -304,7 +302,8 @@ class RegistryStore:
                 version = self._alias_target(cursor, dimension, digest, alias)
             if version is None:
                 cursor.execute(
-                    "SELECT MAX(version) FROM vector_sets WHERE dimension = %s AND model_digest = %s AND status = %s",
+                    "SELECT MAX(version) FROM vector_sets"
+                    " WHERE dimension = %s AND model_digest = %s AND status = %s",
                     (dimension, digest, ACTIVE),
                 )
                 version = cursor.fetchone()[0]
@@ -317,7 +316,8 @@ class RegistryStore:
             assert record.vectors is not None
             if hashlib.sha256(record.vectors).hexdigest() != record.vectors_sha256:
                 raise DataLossError(
-                    f"{record.label} failed its checksum: the stored vectors are corrupt and will not be served"
+                    f"{record.label} failed its checksum: the stored vectors are corrupt "
+                    "and will not be served"
                 )
         return record
 
@@ -333,7 +333,8 @@ class RegistryStore:
         if page_size < 0:
             raise InvalidArgumentError(f"page_size must not be negative, got {page_size}")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        conditions, params = ["id > %s"], [decode_page_token(page_token)]
+        conditions: list[str] = ["id > %s"]
+        params: list[Any] = [decode_page_token(page_token)]
         if dimension:
             check_name("dimension", dimension)
             conditions.append("dimension = %s")
@@ -407,7 +408,8 @@ class RegistryStore:
         return AliasRecord(alias, dimension, digest, version, now, updated_by), previous
 
     def list_aliases(self, dimension: str = "", model: str = "") -> list[AliasRecord]:
-        conditions, params = ["1 = 1"], []
+        conditions: list[str] = ["1 = 1"]
+        params: list[Any] = []
         with self.database.transaction() as cursor:
             if dimension:
                 self._get_dimension(cursor, dimension)
@@ -432,7 +434,8 @@ class RegistryStore:
         """The weights digest that ``model`` (a name, a digest prefix, or empty) names."""
         self._get_dimension(cursor, dimension)
         cursor.execute(
-            "SELECT DISTINCT model_digest, model_name FROM vector_sets WHERE dimension = %s ORDER BY model_digest",
+            "SELECT DISTINCT model_digest, model_name FROM vector_sets"
+            " WHERE dimension = %s ORDER BY model_digest",
             (dimension,),
         )
         candidates = [(str(r[0]), str(r[1])) for r in cursor.fetchall()]
@@ -444,7 +447,8 @@ class RegistryStore:
         known = "; ".join(describe_model(name, digest) for digest, name in candidates) or "none"
         if not matches:
             raise NotFoundError(
-                f"no vector sets of {dimension!r}" + (f" for model {model!r}" if model else "")
+                f"no vector sets of {dimension!r}"
+                + (f" for model {model!r}" if model else "")
                 + f"; models with {dimension!r} vector sets: {known}"
             )
         raise InvalidArgumentError(
@@ -487,9 +491,9 @@ class RegistryStore:
         return self._vector_set_record(row, self._aliases_by_version(cursor, dimension))
 
     def _aliases_by_version(self, cursor: Cursor, dimension: str) -> dict[tuple[str, str, int], list[str]]:
-        query, params = "SELECT dimension, model_digest, version, name FROM aliases", ()
+        query, params = "SELECT dimension, model_digest, version, name FROM aliases", []
         if dimension:
-            query, params = query + " WHERE dimension = %s", (dimension,)
+            query, params = query + " WHERE dimension = %s", [dimension]
         cursor.execute(query + " ORDER BY name", params)
         grouped: dict[tuple[str, str, int], list[str]] = {}
         for dim, digest, version, name in cursor.fetchall():

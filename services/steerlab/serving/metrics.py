@@ -56,7 +56,7 @@ class RpcMetrics:
         self.latency.labels(method, code).observe(seconds)
 
 
-class ObservingInterceptor(grpc.aio.ServerInterceptor):
+class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Measures every call of the given services and turns SteerLab errors into statuses.
 
     Handlers raise :class:`~steerlab.steering.errors.SteerLabError` subclasses; this is the one
@@ -108,7 +108,9 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
 
 
 @asynccontextmanager
-async def _observed(metrics: RpcMetrics, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+async def _observed(
+    metrics: RpcMetrics, method: str, context: grpc.aio.ServicerContext
+) -> AsyncIterator[None]:
     started = time.perf_counter()
     code = "OK"
     try:
@@ -132,6 +134,4 @@ async def _observed(metrics: RpcMetrics, method: str, context: grpc.aio.Servicer
 
 def _context_code(context: grpc.aio.ServicerContext, default: str) -> str:
     code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    return default
+    return str(code.name) if isinstance(code, grpc.StatusCode) else default

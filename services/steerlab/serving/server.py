@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,40 @@ class ServerSettings:
             raise ValueError(f"metrics port must be within 0..65535, got {self.metrics_port}")
         if self.max_message_bytes < 1024:
             raise ValueError(f"max message size must be at least 1024 bytes, got {self.max_message_bytes}")
+
+    @classmethod
+    def from_env(
+        cls,
+        service: str,
+        default_port: int,
+        default_metrics_port: int,
+        host: str | None = None,
+        port: int | None = None,
+        metrics_port: int | None = None,
+    ) -> ServerSettings:
+        """Flags (the arguments) win over ``STEERLAB_<SERVICE>_HOST``, ``_PORT`` and
+        ``_METRICS_PORT`` (``off`` disables /metrics) and ``STEERLAB_MAX_MESSAGE_BYTES``,
+        which win over the defaults."""
+        prefix = f"STEERLAB_{service.upper()}_"
+        metrics_env = os.environ.get(prefix + "METRICS_PORT", "")
+        if metrics_port is None and metrics_env != "off":
+            metrics_port = _int_env(prefix + "METRICS_PORT", default_metrics_port)
+        return cls(
+            host=host or os.environ.get(prefix + "HOST") or "127.0.0.1",
+            port=port if port is not None else _int_env(prefix + "PORT", default_port),
+            metrics_port=metrics_port,
+            max_message_bytes=_int_env("STEERLAB_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
+        )
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,17 @@
 """Errors raised by the steering core. Each carries a message a person can act on."""
 
+from steerlab.errors import SteerLabError
 
-class SteerLabError(Exception):
-    """Base class of every error the core raises on bad input."""
+__all__ = [
+    "DatasetError",
+    "ExtractionError",
+    "ModelLoadError",
+    "SteerLabError",
+    "SteeringError",
+    "UnsupportedModelError",
+    "VectorSetError",
+    "VectorSetMismatchError",
+]
 
 
 class DatasetError(SteerLabError):

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import psycopg
@@ -38,7 +38,7 @@ class Database(ABC):
     """A connection source for one database, with the few dialect differences named."""
 
     #: Column types that differ between the backends, for ``str.format`` in migrations.
-    types: dict[str, str]
+    types: ClassVar[dict[str, str]]
 
     @abstractmethod
     def transaction(self, write: bool = False) -> Any:
@@ -64,7 +64,7 @@ class Database(ABC):
 
 
 class PostgresDatabase(Database):
-    types = {
+    types: ClassVar[dict[str, str]] = {
         "id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
         "blob": "BYTEA",
         "timestamp": "TIMESTAMPTZ",
@@ -133,7 +133,7 @@ class _SqliteCursor:
 
 
 class SqliteDatabase(Database):
-    types = {
+    types: ClassVar[dict[str, str]] = {
         "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
         "blob": "BLOB",
         "timestamp": "TEXT",

@@ -61,7 +61,8 @@ def migrate(database: Database, component: str, migrations: Sequence[Migration])
                 continue
             migration.apply(cursor, database)
             cursor.execute(
-                "INSERT INTO schema_migrations (component, version, name, applied_at) VALUES (%s, %s, %s, %s)",
+                "INSERT INTO schema_migrations (component, version, name, applied_at)"
+                " VALUES (%s, %s, %s, %s)",
                 (component, migration.version, migration.name, database.encode_time(datetime.now(UTC))),
             )
             done.append(migration.version)

@@ -1,0 +1,35 @@
+"""The committed gRPC stubs match proto/: a changed .proto without regenerated stubs fails here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_generated_stubs_are_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_contract_follows_the_conventions() -> None:
+    """DESIGN.md section 4: package steerlab.v1, services end in Service, enums start UNSPECIFIED."""
+    from steerlab.v1 import registry_pb2, vectors_pb2
+
+    for module in (registry_pb2, vectors_pb2):
+        descriptor = module.DESCRIPTOR
+        assert descriptor.package == "steerlab.v1"
+        for service in descriptor.services_by_name.values():
+            assert service.name.endswith("Service")
+            for method in service.methods:
+                assert method.input_type.name == f"{method.name}Request"
+                assert method.output_type.name == f"{method.name}Response"
+        for enum in descriptor.enum_types_by_name.values():
+            assert enum.values[0].number == 0 and enum.values[0].name.endswith("_UNSPECIFIED")

@@ -1,0 +1,49 @@
+"""Shared service plumbing: settings precedence, status mapping, metric names."""
+
+from __future__ import annotations
+
+import pytest
+
+from steerlab.registry.server import RegistrySettings
+from steerlab.serving import DataLossError, NotFoundError, ServerSettings, status_name
+from steerlab.serving.metrics import short_service_name
+from steerlab.steering import DatasetError, SteeringError, VectorSetError, VectorSetMismatchError
+
+
+def test_flags_win_over_environment_which_wins_over_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = RegistrySettings.from_env()
+    assert (defaults.server.port, defaults.server.metrics_port) == (50051, 9464)
+    assert defaults.database_url.startswith("sqlite:///") and defaults.database_url.endswith("registry.db")
+
+    monkeypatch.setenv("STEERLAB_DATABASE_URL", "postgresql://db.internal/steerlab")
+    monkeypatch.setenv("STEERLAB_REGISTRY_PORT", "7000")
+    monkeypatch.setenv("STEERLAB_REGISTRY_HOST", "0.0.0.0")
+    monkeypatch.setenv("STEERLAB_REGISTRY_METRICS_PORT", "off")
+    monkeypatch.setenv("STEERLAB_MAX_MESSAGE_BYTES", "1048576")
+    from_env = RegistrySettings.from_env()
+    assert from_env.database_url == "postgresql://db.internal/steerlab"
+    assert from_env.server == ServerSettings(host="0.0.0.0", port=7000, metrics_port=None, max_message_bytes=1048576)
+
+    flags = RegistrySettings.from_env(database_url="sqlite:////tmp/r.db", port=7001, metrics_port=9000)
+    assert (flags.database_url, flags.server.port, flags.server.metrics_port) == ("sqlite:////tmp/r.db", 7001, 9000)
+
+    monkeypatch.setenv("STEERLAB_REGISTRY_PORT", "seven")
+    with pytest.raises(ValueError, match="STEERLAB_REGISTRY_PORT must be an integer"):
+        RegistrySettings.from_env()
+    with pytest.raises(ValueError, match="port must be within"):
+        ServerSettings(port=70000)
+
+
+def test_errors_map_to_status_codes_that_say_why() -> None:
+    assert status_name(NotFoundError("x")) == "NOT_FOUND"
+    assert status_name(DataLossError("x")) == "DATA_LOSS"
+    assert status_name(VectorSetMismatchError("x")) == "FAILED_PRECONDITION"
+    assert status_name(VectorSetError("x")) == "INVALID_ARGUMENT"
+    assert status_name(DatasetError("x")) == "INVALID_ARGUMENT"
+    assert status_name(SteeringError("x")) == "INVALID_ARGUMENT"
+
+
+def test_metric_names_follow_the_service_names() -> None:
+    assert short_service_name("steerlab.v1.RegistryService") == "registry"
+    assert short_service_name("steerlab.v1.InferenceService") == "inference"
+    assert short_service_name("steerlab.v1.PreferenceSessionService") == "preference_session"
