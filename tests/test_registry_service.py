@@ -234,3 +234,20 @@ def test_health_reflection_and_metrics(server: ServerThread, client: RegistryCli
     assert (
         'steerlab_registry_request_duration_seconds_count{code="OK",method="CreateVectorSet"} 1.0' in metrics
     )
+
+
+def test_a_bug_is_internal_without_internals_and_the_server_carries_on(
+    server: ServerThread, client: RegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("secret connection string postgresql://admin:hunter2@db")
+
+    monkeypatch.setattr(server.store, "list_dimensions", broken)
+    with pytest.raises(ClientError) as caught:
+        client.list_dimensions()
+    assert caught.value.code == grpc.StatusCode.INTERNAL
+    assert "hunter2" not in caught.value.message and "see the server log" in caught.value.message
+    monkeypatch.undo()
+    assert len(client.list_dimensions()) == 5
+    metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    assert 'steerlab_registry_requests_total{code="INTERNAL",method="ListDimensions"} 1.0' in metrics

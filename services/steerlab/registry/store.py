@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,6 +148,11 @@ def _check_dimension(dimension: Dimension) -> Dimension:
     return Dimension(dimension.name, negative, positive, dimension.description)
 
 
+def _series_lock(dimension: str, digest: str) -> str:
+    """The lock that serialises writes to one dimension-and-model series (version numbering)."""
+    return f"steerlab:vector_sets:{dimension}:{digest}"
+
+
 def encode_page_token(last_id: int) -> str:
     return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode()
 
@@ -241,7 +246,7 @@ class RegistryStore:
                     f"{vector_set.dimension.positive_pole!r}) differs from the registered one "
                     f"({registered.negative_pole!r} <-> {registered.positive_pole!r})"
                 )
-            self.database.lock(cursor, f"steerlab:vector_sets:{vector_set.name}:{digest}")
+            self.database.lock(cursor, _series_lock(vector_set.name, digest))
             cursor.execute(
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM vector_sets"
                 " WHERE dimension = %s AND model_digest = %s",
@@ -361,9 +366,7 @@ class RegistryStore:
         """Mark a version deleted and drop its vectors; refused while an alias points to it."""
         now = datetime.now(UTC)
         with self.database.transaction(write=True) as cursor:
-            digest = self._resolve_model(cursor, dimension, model)
-            self.database.lock(cursor, f"steerlab:vector_sets:{dimension}:{digest}")
-            record = self._fetch_version(cursor, dimension, digest, version, with_vectors=False)
+            record = self._lock_version(cursor, dimension, model, version)
             if record.status == DELETED:
                 raise NotFoundError(f"{record.label} was already deleted")
             if record.aliases:
@@ -375,7 +378,7 @@ class RegistryStore:
                 "UPDATE vector_sets SET status = %s, vectors = NULL, deleted_at = %s WHERE id = %s",
                 (DELETED, self.database.encode_time(now), record.id),
             )
-        return VectorSetRecord(**{**record.__dict__, "status": DELETED, "deleted_at": now})
+        return replace(record, status=DELETED, deleted_at=now)
 
     # -- aliases ----------------------------------------------------------------------------
 
@@ -387,17 +390,11 @@ class RegistryStore:
         _check_text("updated_by", updated_by)
         now = datetime.now(UTC)
         with self.database.transaction(write=True) as cursor:
-            digest = self._resolve_model(cursor, dimension, model)
-            self.database.lock(cursor, f"steerlab:vector_sets:{dimension}:{digest}")
-            target = self._fetch_version(cursor, dimension, digest, version, with_vectors=False)
+            target = self._lock_version(cursor, dimension, model, version)
             if target.status == DELETED:
                 raise FailedPreconditionError(f"{target.label} is deleted; an alias cannot point to it")
-            cursor.execute(
-                "SELECT version FROM aliases WHERE dimension = %s AND model_digest = %s AND name = %s",
-                (dimension, digest, alias),
-            )
-            row = cursor.fetchone()
-            previous = int(row[0]) if row else 0
+            digest = target.model_digest
+            previous = self._alias_version(cursor, dimension, digest, alias) or 0
             cursor.execute(
                 "INSERT INTO aliases (dimension, model_digest, name, version, updated_at, updated_by)"
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (dimension, model_digest, name)"
@@ -456,21 +453,31 @@ class RegistryStore:
             "name one by its name or a longer prefix of its digest"
         )
 
-    def _alias_target(self, cursor: Cursor, dimension: str, digest: str, alias: str) -> int:
-        check_name("alias", alias)
+    def _lock_version(self, cursor: Cursor, dimension: str, model: str, version: int) -> VectorSetRecord:
+        """Resolve the model, lock its series for this write transaction, and read the version."""
+        digest = self._resolve_model(cursor, dimension, model)
+        self.database.lock(cursor, _series_lock(dimension, digest))
+        return self._fetch_version(cursor, dimension, digest, version, with_vectors=False)
+
+    def _alias_version(self, cursor: Cursor, dimension: str, digest: str, alias: str) -> int | None:
         cursor.execute(
             "SELECT version FROM aliases WHERE dimension = %s AND model_digest = %s AND name = %s",
             (dimension, digest, alias),
         )
         row = cursor.fetchone()
-        if row is None:
+        return int(row[0]) if row else None
+
+    def _alias_target(self, cursor: Cursor, dimension: str, digest: str, alias: str) -> int:
+        check_name("alias", alias)
+        version = self._alias_version(cursor, dimension, digest, alias)
+        if version is None:
             cursor.execute(
                 "SELECT name FROM aliases WHERE dimension = %s AND model_digest = %s ORDER BY name",
                 (dimension, digest),
             )
             known = ", ".join(r[0] for r in cursor.fetchall()) or "none"
             raise NotFoundError(f"no alias {alias!r} for {dimension!r} on this model; its aliases: {known}")
-        return int(row[0])
+        return version
 
     def _fetch_version(
         self, cursor: Cursor, dimension: str, digest: str, version: int, with_vectors: bool
