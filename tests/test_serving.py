@@ -22,10 +22,16 @@ def test_flags_win_over_environment_which_wins_over_defaults(monkeypatch: pytest
     monkeypatch.setenv("STEERLAB_MAX_MESSAGE_BYTES", "1048576")
     from_env = RegistrySettings.from_env()
     assert from_env.database_url == "postgresql://db.internal/steerlab"
-    assert from_env.server == ServerSettings(host="0.0.0.0", port=7000, metrics_port=None, max_message_bytes=1048576)
+    assert from_env.server == ServerSettings(
+        host="0.0.0.0", port=7000, metrics_port=None, max_message_bytes=1048576
+    )
 
     flags = RegistrySettings.from_env(database_url="sqlite:////tmp/r.db", port=7001, metrics_port=9000)
-    assert (flags.database_url, flags.server.port, flags.server.metrics_port) == ("sqlite:////tmp/r.db", 7001, 9000)
+    assert (flags.database_url, flags.server.port, flags.server.metrics_port) == (
+        "sqlite:////tmp/r.db",
+        7001,
+        9000,
+    )
 
     monkeypatch.setenv("STEERLAB_REGISTRY_PORT", "seven")
     with pytest.raises(ValueError, match="STEERLAB_REGISTRY_PORT must be an integer"):
