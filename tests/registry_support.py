@@ -16,7 +16,7 @@ import torch
 from steerlab.registry.server import RegistrySettings, build_registry_server
 from steerlab.registry.store import RegistryStore
 from steerlab.serving import GrpcServer, ServerSettings
-from steerlab.steering import LayerScore, ModelFingerprint, VectorSet
+from steerlab.steering import Dimension, LayerScore, ModelFingerprint, VectorSet
 from steerlab.steering.datasets import builtin_dataset
 from steerlab.storage import open_database
 
@@ -26,18 +26,18 @@ DIGEST_B = "b2" * 32
 
 
 def make_vector_set(
-    dimension: str = "cost",
+    dimension: str | Dimension = "cost",
     seed: int = 0,
     digest: str = DIGEST_A,
     model_name: str = "tiny-a",
     layers: int = 4,
     hidden: int = 8,
 ) -> VectorSet:
-    """A valid vector set with random unit directions (no model needed)."""
+    """A valid vector set with random unit directions (no model needed); a name means a built-in dimension."""
     generator = torch.Generator().manual_seed(seed)
     directions = torch.randn(layers, hidden, generator=generator)
     return VectorSet(
-        dimension=builtin_dataset(dimension).dimension,
+        dimension=builtin_dataset(dimension).dimension if isinstance(dimension, str) else dimension,
         directions=directions / directions.norm(dim=-1, keepdim=True),
         selected_layers=(1, 2),
         layer_scores=tuple(LayerScore(i, 0.9, 0.95) for i in range(layers)),

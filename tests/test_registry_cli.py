@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 from conftest import make_tiny_model, small_dataset
-from registry_support import fresh_postgres_database
+from registry_support import fresh_postgres_database, make_vector_set
 from test_cli import steerlab
 
-from steerlab.steering import ExtractionConfig, extract
+from steerlab.steering import Dimension, ExtractionConfig, extract
 
 
 def _free_port() -> int:
@@ -94,6 +94,14 @@ def test_push_list_pull_generate_restart_alias(
         assert re.search(r"pushed cost v1 \(tiny-llama [0-9a-f]{12}\): 2 layers", pushed.stdout)
         assert "production: cost (new) -> v1" in pushed.stdout
         steerlab("vectors", "push", files["vectors"], *registry, home=home)  # v2: same vectors, new version
+
+        custom = tmp_path / "spice.safetensors"
+        make_vector_set(Dimension("spice", "mild", "hot", "How spicy.")).save(custom)
+        unknown = steerlab("vectors", "push", custom, *registry, home=home)
+        assert unknown.returncode == 1 and "NOT_FOUND: unknown dimension 'spice'" in unknown.stderr
+        created = steerlab("vectors", "push", custom, "--create-dimension", *registry, home=home)
+        assert "registered dimension spice (mild <-> hot)" in created.stdout, created.stderr
+        assert "pushed spice v1 (tiny-a" in created.stdout
 
         listing = steerlab("vectors", "list", *registry, home=home).stdout
         assert re.search(r"^cost\s+1 tiny-llama .* production$", listing, re.M), listing

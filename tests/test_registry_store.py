@@ -20,7 +20,7 @@ from steerlab.serving import (
     InvalidArgumentError,
     NotFoundError,
 )
-from steerlab.steering import Dimension, VectorSet
+from steerlab.steering import Dimension
 from steerlab.storage import Migration, migrate, open_database
 
 
@@ -166,19 +166,12 @@ def test_listing_filters_and_paginates(store: RegistryStore) -> None:
 
 
 def test_unknown_dimension_and_mismatched_poles_are_refused(store: RegistryStore) -> None:
-    vector_set = make_vector_set()
-    renamed = VectorSet.from_parts(
-        vector_set.directions,
-        {**vector_set.metadata(), "dimension": {**vector_set.dimension.to_dict(), "name": "spice"}},
-    )
     with pytest.raises(NotFoundError, match="unknown dimension 'spice'"):
-        store.create_vector_set(renamed)
-    other_poles = {**vector_set.dimension.to_dict(), "positive_pole": "premium"}
-    repoled = VectorSet.from_parts(vector_set.directions, {**vector_set.metadata(), "dimension": other_poles})
+        store.create_vector_set(make_vector_set(Dimension("spice", "mild", "hot")))
     with pytest.raises(InvalidArgumentError, match="differs from the registered one"):
-        store.create_vector_set(repoled)
+        store.create_vector_set(make_vector_set(Dimension("cost", "budget", "premium")))
     with pytest.raises(InvalidArgumentError, match="invalid label key"):
-        store.create_vector_set(vector_set, labels={"Team Name": "x"})
+        store.create_vector_set(make_vector_set(), labels={"Team Name": "x"})
     assert store.list_vector_sets().records == []
 
 
