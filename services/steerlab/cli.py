@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .registry.cli import add_commands as add_registry_commands
+from .sessions.cli import add_commands as add_session_commands
 
 MODEL_COMMANDS = ("extract", "generate", "demo")  # the rest stay fast: no torch, no transformers
 STEER_PATTERN = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*)=(?P<pct>[+-]?\d+(\.\d+)?)%?$")
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_cmd_demo)
 
     add_registry_commands(commands)
+    add_session_commands(commands)
     return parser
 
 

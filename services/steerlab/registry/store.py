@@ -7,8 +7,6 @@ callers may name the model by the name it was loaded under or by a prefix of its
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -28,7 +26,7 @@ from steerlab.serving.errors import (
 from steerlab.steering.datasets import NAME_PATTERN, Dimension
 from steerlab.steering.errors import VectorSetError
 from steerlab.steering.vectorset import VectorSet
-from steerlab.storage import Cursor, Database, migrate
+from steerlab.storage import Cursor, Database, migrate, pages
 from steerlab.storage.database import UniqueViolation
 
 from .naming import describe_model
@@ -36,8 +34,6 @@ from .schema import COMPONENT, MIGRATIONS
 
 ACTIVE = "active"
 DELETED = "deleted"
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 LABEL_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 MAX_TEXT_LENGTH = 1024
 MAX_LABELS = 64
@@ -151,22 +147,6 @@ def _check_dimension(dimension: Dimension) -> Dimension:
 def _series_lock(dimension: str, digest: str) -> str:
     """The lock that serialises writes to one dimension-and-model series (version numbering)."""
     return f"steerlab:vector_sets:{dimension}:{digest}"
-
-
-def encode_page_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode()
-
-
-def decode_page_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        prefix, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if prefix == "after":
-            return int(value)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise InvalidArgumentError(f"invalid page_token {token!r}: pass back a next_page_token unchanged")
 
 
 class RegistryStore:
@@ -335,11 +315,9 @@ class RegistryStore:
         page_token: str = "",
     ) -> Page:
         """Versions oldest first, a page at a time, without their vectors."""
-        if page_size < 0:
-            raise InvalidArgumentError(f"page_size must not be negative, got {page_size}")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = pages.page_size(page_size)
         conditions: list[str] = ["id > %s"]
-        params: list[Any] = [decode_page_token(page_token)]
+        params: list[Any] = [pages.decode_page_token(page_token) or 0]
         if dimension:
             check_name("dimension", dimension)
             conditions.append("dimension = %s")
@@ -359,7 +337,7 @@ class RegistryStore:
             rows = cursor.fetchall()
             aliases = self._aliases_by_version(cursor, dimension)
         records = [self._vector_set_record(row, aliases) for row in rows[:size]]
-        token = encode_page_token(records[-1].id) if len(rows) > size else ""
+        token = pages.encode_page_token(records[-1].id) if len(rows) > size else ""
         return Page(records, token)
 
     def delete_vector_set(self, dimension: str, model: str, version: int) -> VectorSetRecord:

@@ -2,6 +2,7 @@
 Prometheus metrics, and the mapping from errors to status codes."""
 
 from .errors import (
+    AbortedError,
     AlreadyExistsError,
     DataLossError,
     FailedPreconditionError,
@@ -14,6 +15,7 @@ from .errors import (
 from .server import GrpcServer, ServerSettings, ServiceBinding, run_until_signalled
 
 __all__ = [
+    "AbortedError",
     "AlreadyExistsError",
     "DataLossError",
     "FailedPreconditionError",

@@ -41,6 +41,12 @@ class FailedPreconditionError(ServiceError):
     status = "FAILED_PRECONDITION"
 
 
+class AbortedError(ServiceError):
+    """A concurrent change won: re-read and retry."""
+
+    status = "ABORTED"
+
+
 class DataLossError(ServiceError):
     """Stored data failed its checksum: it is reported, never served."""
 

@@ -169,3 +169,19 @@ async def run_until_signalled(server: GrpcServer, on_started: Callable[[], None]
     await stop.wait()
     log.info("stopping")
     await server.stop()
+
+
+def serve_from_command_line(server: GrpcServer, name: str, database: str) -> None:
+    """What ``steerlab <service> serve`` does: log, announce one line when ready, serve until signalled."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = server.settings
+
+    def announce() -> None:
+        metrics = f"http://{settings.host}:{server.metrics_port}/metrics" if server.metrics_port else "off"
+        print(
+            f"steerlab {name} serving on {settings.host}:{server.port} "
+            f"(database {database}; metrics {metrics})",
+            flush=True,
+        )
+
+    asyncio.run(run_until_signalled(server, on_started=announce))

@@ -68,6 +68,7 @@ class PostgresDatabase(Database):
         "id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
         "blob": "BYTEA",
         "timestamp": "TIMESTAMPTZ",
+        "float": "DOUBLE PRECISION",
     }
 
     def __init__(self, url: str, max_connections: int = 10, connect_timeout_s: float = 10.0) -> None:
@@ -137,6 +138,7 @@ class SqliteDatabase(Database):
         "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
         "blob": "BLOB",
         "timestamp": "TEXT",
+        "float": "REAL",
     }
 
     def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:

@@ -1,0 +1,65 @@
+"""Which dimensions a session may use: those registered in the vector registry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+from steerlab.serving.errors import UnavailableError
+from steerlab.steering.datasets import BUILTIN_DIMENSIONS, Dimension, builtin_dataset
+
+
+class DimensionCatalog(Protocol):
+    def dimensions(self) -> dict[str, Dimension]:
+        """Every known dimension by name."""
+        ...
+
+
+class StaticCatalog:
+    """A fixed set of dimensions (the built-in five by default): the embedded default and tests."""
+
+    def __init__(self, dimensions: list[Dimension] | None = None) -> None:
+        chosen = (
+            dimensions
+            if dimensions is not None
+            else [builtin_dataset(n).dimension for n in BUILTIN_DIMENSIONS]
+        )
+        self._dimensions = {d.name: d for d in chosen}
+
+    def dimensions(self) -> dict[str, Dimension]:
+        return dict(self._dimensions)
+
+
+class RegistryCatalog:
+    """The registry's dimensions, fetched over gRPC and cached for ``ttl_s`` seconds."""
+
+    def __init__(self, target: str, ttl_s: float = 30.0) -> None:
+        from steerlab_client import RegistryClient
+
+        self._client = RegistryClient(target, timeout_s=10.0)
+        self._target = target
+        self._ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._cached: dict[str, Dimension] = {}
+        self._fetched_at = float("-inf")
+
+    def dimensions(self) -> dict[str, Dimension]:
+        from steerlab_client import ClientError
+
+        with self._lock:
+            if time.monotonic() - self._fetched_at > self._ttl_s:
+                try:
+                    listed = self._client.list_dimensions()
+                except ClientError as exc:
+                    raise UnavailableError(
+                        f"cannot read dimensions from the registry at {self._target}: {exc}"
+                    ) from exc
+                self._cached = {
+                    d.name: Dimension(d.name, d.negative_pole, d.positive_pole, d.description) for d in listed
+                }
+                self._fetched_at = time.monotonic()
+            return dict(self._cached)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,217 @@
+"""What the session service does, independent of gRPC: SELECT, CALIBRATE, LEARN and the log."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+
+from steerlab.serving.errors import FailedPreconditionError, InvalidArgumentError
+from steerlab.steering.apply import check_strength
+from steerlab.steering.datasets import Dimension
+
+from . import calibrate
+from .catalog import DimensionCatalog
+from .learn import FeedbackInterpreter, Signal, apply_signals
+from .state import (
+    ASSISTANT,
+    DEFAULT_LEARNING_RATE,
+    LEARN,
+    MODES,
+    THUMBS_DOWN,
+    THUMBS_UP,
+    USER,
+    Calibration,
+    PreferenceUpdate,
+    Session,
+    SteeringUsed,
+    Turn,
+)
+from .store import SessionStore
+
+MIN_LEARNING_RATE = 5.0
+
+
+class SessionManager:
+    """Sessions over a :class:`SessionStore`; dimensions come from a :class:`DimensionCatalog`.
+
+    The LEARN interpreter (a sentence-embedding model) loads on first use.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore,
+        catalog: DimensionCatalog,
+        interpreter: FeedbackInterpreter | None = None,
+        default_learning_rate: float = DEFAULT_LEARNING_RATE,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self._interpreter = interpreter
+        self._interpreter_lock = threading.Lock()
+        self.default_learning_rate = default_learning_rate
+
+    @property
+    def interpreter(self) -> FeedbackInterpreter:
+        with self._interpreter_lock:
+            if self._interpreter is None:
+                self._interpreter = FeedbackInterpreter()
+            return self._interpreter
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _known(self, names: Sequence[str]) -> dict[str, Dimension]:
+        known = self.catalog.dimensions()
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown dimension {unknown[0]!r}; known dimensions: {', '.join(sorted(known)) or 'none'}"
+            )
+        return known
+
+    def _checked(self, strengths: dict[str, float]) -> dict[str, float]:
+        self._known(list(strengths))
+        return {name: check_strength(name, value) for name, value in strengths.items()}
+
+    @staticmethod
+    def _checked_mode(mode: str) -> str:
+        if mode not in MODES:
+            raise InvalidArgumentError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+        return mode
+
+    # -- sessions and SELECT ----------------------------------------------------------------
+
+    def create(
+        self,
+        tenant: str,
+        user_id: str,
+        model: str,
+        mode: str = "select",
+        strengths: dict[str, float] | None = None,
+        learning_rate: float = 0.0,
+    ) -> Session:
+        return self.store.create(
+            tenant or "default",
+            user_id,
+            model,
+            self._checked_mode(mode),
+            self._checked(strengths or {}),
+            learning_rate or self.default_learning_rate,
+        )
+
+    def select(
+        self,
+        session_id: str,
+        strengths: dict[str, float],
+        mode: str | None = None,
+        expected_revision: int = 0,
+    ) -> Session:
+        """SELECT: set any subset of strengths (the others keep theirs), and optionally the mode."""
+        checked = self._checked(strengths)
+        new_mode = self._checked_mode(mode) if mode else None
+
+        def change(session: Session) -> tuple[Session, None]:
+            updated = session.with_strengths(checked)
+            return (replace(updated, mode=new_mode) if new_mode else updated), None
+
+        session, _ = self.store.update(session_id, change, expected_revision)
+        return session
+
+    # -- turns and LEARN --------------------------------------------------------------------
+
+    def append_turn(
+        self, session_id: str, role: str, text: str, steering: Sequence[SteeringUsed] = ()
+    ) -> tuple[Turn, Session]:
+        """Record a turn. A user turn in LEARN mode also updates the strengths (with reasons)."""
+        if role == ASSISTANT:
+            self._check_steering(steering)
+            return self.store.append_turn(session_id, role, text, steering)
+        if role != USER:
+            raise InvalidArgumentError("a turn's role must be user or assistant")
+        signals: list[Signal] = []
+        if self.store.get(session_id).mode == LEARN and text.strip():
+            # Interpreting is slow (an embedding model), so it runs before the session is locked.
+            signals = self.interpreter.interpret(text, list(self.catalog.dimensions().values()))
+
+        def learn(session: Session) -> tuple[Session, PreferenceUpdate | None]:
+            if session.mode != LEARN:
+                return session, None
+            strengths, update = apply_signals(session.strengths, signals, session.learning_rate)
+            return replace(session, strengths=strengths), update
+
+        return self.store.append_turn(session_id, role, text, (), learn)
+
+    def _check_steering(self, steering: Sequence[SteeringUsed]) -> None:
+        self._known([s.dimension for s in steering])
+        for used in steering:
+            check_strength(used.dimension, used.strength)
+            if used.vector_set_version < 1:
+                raise InvalidArgumentError(f"vector set version for {used.dimension!r} must be 1 or more")
+
+    def feedback(
+        self, session_id: str, turn_index: int, rating: str, comment: str = ""
+    ) -> tuple[Session, PreferenceUpdate]:
+        """Thumbs up or down on an assistant turn; in LEARN mode it moves strengths too."""
+        if rating not in (THUMBS_UP, THUMBS_DOWN):
+            raise InvalidArgumentError("rate a turn thumbs up or thumbs down")
+        signals: list[Signal] = []
+        if rating == THUMBS_DOWN and comment.strip():
+            dimensions = list(self.catalog.dimensions().values())
+            signals = self.interpreter.interpret(comment, dimensions, dissatisfaction=1.0)
+
+        def change(session: Session, _turn: Turn) -> tuple[Session, PreferenceUpdate]:
+            if session.mode != LEARN:
+                return session, PreferenceUpdate(
+                    (), "feedback recorded; strengths learn from it in LEARN mode only"
+                )
+            if rating == THUMBS_UP:
+                rate = max(MIN_LEARNING_RATE, session.learning_rate / 2)
+                summary = f"thumbs up: strengths kept; later steps are smaller ({rate:g}% at most)"
+                return replace(session, learning_rate=rate), PreferenceUpdate((), summary)
+            if not signals:
+                return session, PreferenceUpdate((), "thumbs down: say what to change, e.g. 'too expensive'")
+            strengths, update = apply_signals(session.strengths, signals, session.learning_rate)
+            return replace(session, strengths=strengths), update
+
+        return self.store.rate_turn(session_id, turn_index, rating, change)
+
+    # -- CALIBRATE --------------------------------------------------------------------------
+
+    def start_calibration(
+        self, session_id: str, dimensions: list[str], rounds: int = 0, restart: bool = False
+    ) -> Session:
+        self._known(dimensions)
+        fresh = calibrate.start(dimensions, rounds or calibrate.DEFAULT_ROUNDS)
+
+        def change(session: Session) -> tuple[Session, None]:
+            current = session.calibration
+            if current is not None and not current.done and not restart:
+                comparison = calibrate.pending(current)
+                assert comparison is not None
+                raise FailedPreconditionError(
+                    f"a calibration is in progress ({comparison.dimension} round {comparison.round} of "
+                    f"{comparison.rounds}); resume it, or start again with restart"
+                )
+            return replace(session, calibration=fresh), None
+
+        session, _ = self.store.update(session_id, change)
+        return session
+
+    def choose(self, session_id: str, dimension: str, round_number: int, side: str) -> Session:
+        """Apply the user's pick in the pending comparison; fixes the strength after the last round."""
+
+        def change(session: Session) -> tuple[Session, None]:
+            if session.calibration is None:
+                raise FailedPreconditionError("no calibration has been started for this session")
+            before = session.strengths.get(dimension, 0.0)
+            calibration, fixed = calibrate.choose(session.calibration, dimension, round_number, side, before)
+            updated = replace(session, calibration=calibration)
+            if fixed is not None:
+                updated = updated.with_strengths({fixed.dimension: fixed.after})
+            return updated, None
+
+        session, _ = self.store.update(session_id, change)
+        return session
+
+    def calibration(self, session_id: str) -> Calibration | None:
+        return self.store.get(session_id).calibration

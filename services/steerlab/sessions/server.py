@@ -1,0 +1,69 @@
+"""Running the session service: settings from flags and ``STEERLAB_*`` variables, and the server."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from steerlab.registry.server import default_database_url
+from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
+from steerlab.storage import open_database
+from steerlab.v1 import sessions_pb2_grpc
+
+from .catalog import DimensionCatalog, RegistryCatalog, StaticCatalog
+from .learn import FeedbackInterpreter
+from .manager import SessionManager
+from .service import SERVICE_NAME, SessionServicer
+from .store import SessionStore
+
+DEFAULT_PORT = 50052
+DEFAULT_METRICS_PORT = 9465
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    database_url: str = field(default_factory=default_database_url)
+    # The registry whose dimensions sessions may use; empty: the five built-in dimensions.
+    registry: str = ""
+    server: ServerSettings = field(
+        default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
+    )
+
+    @classmethod
+    def from_env(
+        cls,
+        database_url: str | None = None,
+        registry: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        metrics_port: int | None = None,
+    ) -> SessionSettings:
+        """Flags win over ``STEERLAB_DATABASE_URL``, ``STEERLAB_REGISTRY`` and the
+        ``STEERLAB_SESSIONS_*`` variables (see :meth:`ServerSettings.from_env`)."""
+        return cls(
+            database_url=database_url or os.environ.get("STEERLAB_DATABASE_URL") or default_database_url(),
+            registry=registry if registry is not None else os.environ.get("STEERLAB_REGISTRY", ""),
+            server=ServerSettings.from_env(
+                "sessions",
+                DEFAULT_PORT,
+                DEFAULT_METRICS_PORT,
+                host=host,
+                port=port,
+                metrics_port=metrics_port,
+            ),
+        )
+
+
+def session_binding(manager: SessionManager) -> ServiceBinding:
+    return ServiceBinding(
+        SERVICE_NAME, SessionServicer(manager), sessions_pb2_grpc.add_SessionServiceServicer_to_server
+    )
+
+
+def build_session_server(
+    settings: SessionSettings, interpreter: FeedbackInterpreter | None = None
+) -> tuple[GrpcServer, SessionManager]:
+    """Open (and migrate) the store and build a server; the caller starts and stops both."""
+    catalog: DimensionCatalog = RegistryCatalog(settings.registry) if settings.registry else StaticCatalog()
+    manager = SessionManager(SessionStore(open_database(settings.database_url)), catalog, interpreter)
+    return GrpcServer([session_binding(manager)], settings.server), manager

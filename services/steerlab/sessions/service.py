@@ -1,0 +1,234 @@
+"""The gRPC face of the session service: proto messages in, manager calls (in threads) out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from steerlab.serving.errors import InvalidArgumentError
+from steerlab.v1 import sessions_pb2 as pb
+from steerlab.v1 import sessions_pb2_grpc
+
+from . import calibrate
+from .manager import SessionManager
+from .state import (
+    ASSISTANT,
+    CALIBRATE,
+    LEARN,
+    SELECT,
+    THUMBS_DOWN,
+    THUMBS_UP,
+    USER,
+    Calibration,
+    PreferenceUpdate,
+    Session,
+    SteeringUsed,
+    StrengthChange,
+    Turn,
+)
+
+SERVICE_NAME = "steerlab.v1.SessionService"
+_T = TypeVar("_T")
+
+MODES = {
+    pb.INTERFACE_MODE_SELECT: SELECT,
+    pb.INTERFACE_MODE_CALIBRATE: CALIBRATE,
+    pb.INTERFACE_MODE_LEARN: LEARN,
+}
+MODE_VALUES = {name: value for value, name in MODES.items()}
+ROLES = {pb.ROLE_USER: USER, pb.ROLE_ASSISTANT: ASSISTANT}
+ROLE_VALUES = {name: value for value, name in ROLES.items()}
+RATINGS = {pb.RATING_THUMBS_UP: THUMBS_UP, pb.RATING_THUMBS_DOWN: THUMBS_DOWN}
+RATING_VALUES = {name: value for value, name in RATINGS.items()}
+SIDES = {pb.SIDE_LEFT: calibrate.LEFT, pb.SIDE_RIGHT: calibrate.RIGHT}
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _enum(mapping: Mapping[Any, str], value: int, what: str) -> str:
+    if value not in mapping:
+        raise InvalidArgumentError(f"{what} must be one of {', '.join(mapping.values())}")
+    return mapping[value]
+
+
+def change_to_proto(change: StrengthChange) -> pb.StrengthChange:
+    return pb.StrengthChange(
+        dimension=change.dimension, before=change.before, after=change.after, reason=change.reason
+    )
+
+
+def update_to_proto(update: PreferenceUpdate) -> pb.PreferenceUpdate:
+    return pb.PreferenceUpdate(changes=[change_to_proto(c) for c in update.changes], summary=update.summary)
+
+
+def calibration_to_proto(calibration: Calibration | None) -> pb.Calibration:
+    if calibration is None:
+        return pb.Calibration(done=True)
+    message = pb.Calibration(
+        remaining=calibration.remaining,
+        rounds=calibration.rounds,
+        done=calibration.done,
+        results=[change_to_proto(r) for r in calibration.results],
+    )
+    comparison = calibrate.pending(calibration)
+    if comparison is not None:
+        message.pending.CopyFrom(
+            pb.Comparison(
+                dimension=comparison.dimension,
+                round=comparison.round,
+                rounds=comparison.rounds,
+                left=comparison.left,
+                right=comparison.right,
+            )
+        )
+    return message
+
+
+def turn_to_proto(turn: Turn) -> pb.Turn:
+    message = pb.Turn(
+        index=turn.index,
+        role=ROLE_VALUES[turn.role],
+        text=turn.text,
+        create_time=_timestamp(turn.created_at),
+        steering=[pb.SteeringUsed(**vars(s)) for s in turn.steering],
+        rating=RATING_VALUES.get(turn.rating or "", pb.RATING_UNSPECIFIED),
+    )
+    if turn.update is not None:
+        message.update.CopyFrom(update_to_proto(turn.update))
+    return message
+
+
+def session_to_proto(session: Session, turns: list[Turn] | None = None) -> pb.Session:
+    message = pb.Session(
+        id=session.id,
+        tenant=session.tenant,
+        user_id=session.user_id,
+        model=session.model,
+        mode=MODE_VALUES[session.mode],
+        strengths=session.strengths,
+        revision=session.revision,
+        create_time=_timestamp(session.created_at),
+        update_time=_timestamp(session.updated_at),
+        learning_rate=session.learning_rate,
+        turn_count=session.turn_count,
+        turns=[turn_to_proto(t) for t in turns or []],
+    )
+    if session.calibration is not None:
+        message.calibration.CopyFrom(calibration_to_proto(session.calibration))
+    return message
+
+
+class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
+    """Implements ``steerlab.v1.SessionService``; blocking work runs in worker threads."""
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+
+    @staticmethod
+    async def _run(function: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.to_thread(function, *args)
+
+    async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext) -> Any:
+        mode = SELECT if request.mode == pb.INTERFACE_MODE_UNSPECIFIED else _enum(MODES, request.mode, "mode")
+        session = await self._run(
+            self.manager.create,
+            request.tenant,
+            request.user_id,
+            request.model,
+            mode,
+            dict(request.strengths),
+            request.learning_rate,
+        )
+        return pb.CreateSessionResponse(session=session_to_proto(session))
+
+    async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext) -> Any:
+        def read() -> pb.Session:
+            session = self.manager.store.get(request.session_id)
+            turns = self.manager.store.turns(request.session_id) if request.include_turns else None
+            return session_to_proto(session, turns)
+
+        return pb.GetSessionResponse(session=await self._run(read))
+
+    async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext) -> Any:
+        sessions, token = await self._run(
+            self.manager.store.list,
+            request.tenant or "default",
+            request.user_id,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListSessionsResponse(
+            sessions=[session_to_proto(s) for s in sessions], next_page_token=token
+        )
+
+    async def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self._run(self.manager.store.get, request.session_id)  # NOT_FOUND for an unknown id
+        await self._run(self.manager.store.delete, request.session_id)
+        return pb.DeleteSessionResponse()
+
+    async def UpdatePreferences(
+        self, request: pb.UpdatePreferencesRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        mode = None if request.mode == pb.INTERFACE_MODE_UNSPECIFIED else _enum(MODES, request.mode, "mode")
+        session = await self._run(
+            self.manager.select, request.session_id, dict(request.strengths), mode, request.expected_revision
+        )
+        return pb.UpdatePreferencesResponse(session=session_to_proto(session))
+
+    async def AppendTurn(self, request: pb.AppendTurnRequest, context: grpc.aio.ServicerContext) -> Any:
+        role = _enum(ROLES, request.role, "role")
+        steering = [
+            SteeringUsed(s.dimension, s.vector_set_version, s.model_digest, s.strength)
+            for s in request.steering
+        ]
+        turn, session = await self._run(
+            self.manager.append_turn, request.session_id, role, request.text, steering
+        )
+        return pb.AppendTurnResponse(turn=turn_to_proto(turn), session=session_to_proto(session))
+
+    async def SubmitFeedback(
+        self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        rating = _enum(RATINGS, request.rating, "rating")
+        session, update = await self._run(
+            self.manager.feedback, request.session_id, request.turn_index, rating, request.comment
+        )
+        return pb.SubmitFeedbackResponse(update=update_to_proto(update), session=session_to_proto(session))
+
+    async def StartCalibration(
+        self, request: pb.StartCalibrationRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        session = await self._run(
+            self.manager.start_calibration,
+            request.session_id,
+            list(request.dimensions),
+            request.rounds,
+            request.restart,
+        )
+        return pb.StartCalibrationResponse(calibration=calibration_to_proto(session.calibration))
+
+    async def ChooseComparison(
+        self, request: pb.ChooseComparisonRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        side = _enum(SIDES, request.choice, "choice")
+        session = await self._run(
+            self.manager.choose, request.session_id, request.dimension, request.round, side
+        )
+        return pb.ChooseComparisonResponse(
+            calibration=calibration_to_proto(session.calibration), session=session_to_proto(session)
+        )
+
+    async def GetCalibration(
+        self, request: pb.GetCalibrationRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        calibration = await self._run(self.manager.calibration, request.session_id)
+        return pb.GetCalibrationResponse(calibration=calibration_to_proto(calibration))

@@ -1,0 +1,288 @@
+"""Sessions and their turns on PostgreSQL or SQLite.
+
+Every change to a session runs as read-modify-write inside one write transaction that holds
+the session's lock, so two concurrent changes are applied one after the other and neither is
+lost; each bumps ``revision``, which callers may pass back to refuse a change made on stale
+data (ABORTED).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from steerlab.serving.errors import AbortedError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from steerlab.storage import Cursor, Database, migrate, pages
+
+from .schema import COMPONENT, MIGRATIONS
+from .state import (
+    ASSISTANT,
+    MODES,
+    USER,
+    Calibration,
+    PreferenceUpdate,
+    Session,
+    SteeringUsed,
+    Turn,
+    check_learning_rate,
+)
+
+MAX_ID_LENGTH = 200
+MAX_TURN_CHARACTERS = 32_000
+_Result = TypeVar("_Result")
+_SESSION_COLUMNS = (
+    "seq, id, tenant, user_id, model, mode, strengths, learning_rate, calibration, revision, turn_count,"
+    " created_at, updated_at"
+)
+_TURN_COLUMNS = "idx, role, text, steering, rating, preference_update, created_at"
+
+
+def _check_identifier(what: str, value: str) -> str:
+    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise InvalidArgumentError(f"{what} must be 1..{MAX_ID_LENGTH} printable characters, got {value!r}")
+    return value
+
+
+class SessionStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        migrate(database, COMPONENT, MIGRATIONS)
+
+    def close(self) -> None:
+        self.database.close()
+
+    def create(
+        self,
+        tenant: str,
+        user_id: str,
+        model: str,
+        mode: str,
+        strengths: dict[str, float],
+        learning_rate: float,
+    ) -> Session:
+        """A new session; ``strengths`` must already be validated."""
+        if mode not in MODES:
+            raise InvalidArgumentError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+        now = datetime.now(UTC)
+        session = Session(
+            id=uuid.uuid4().hex,
+            tenant=_check_identifier("tenant", tenant),
+            user_id=_check_identifier("user_id", user_id),
+            model=_check_identifier("model", model),
+            mode=mode,
+            strengths=dict(strengths),
+            learning_rate=check_learning_rate(learning_rate),
+            revision=1,
+            created_at=now,
+            updated_at=now,
+        )
+        with self.database.transaction(write=True) as cursor:
+            cursor.execute(
+                "INSERT INTO sessions (id, tenant, user_id, model, mode, strengths, learning_rate,"
+                " calibration, revision, turn_count, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    session.id,
+                    session.tenant,
+                    session.user_id,
+                    session.model,
+                    session.mode,
+                    json.dumps(session.strengths),
+                    session.learning_rate,
+                    None,
+                    session.revision,
+                    0,
+                    self.database.encode_time(now),
+                    self.database.encode_time(now),
+                ),
+            )
+        return session
+
+    def get(self, session_id: str) -> Session:
+        with self.database.transaction() as cursor:
+            return self._read(cursor, session_id)
+
+    def turns(self, session_id: str) -> list[Turn]:
+        with self.database.transaction() as cursor:
+            self._read(cursor, session_id)
+            cursor.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = %s ORDER BY idx", (session_id,)
+            )
+            return [self._turn(row) for row in cursor.fetchall()]
+
+    def list(
+        self, tenant: str, user_id: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[Session], str]:
+        """A user's sessions, newest first, a page at a time."""
+        size = pages.page_size(page_size)
+        before = pages.decode_page_token(page_token)
+        conditions = "tenant = %s AND user_id = %s"
+        params: list[Any] = [tenant, user_id]
+        if before is not None:
+            conditions += " AND seq < %s"
+            params.append(before)
+        with self.database.transaction() as cursor:
+            cursor.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE {conditions} ORDER BY seq DESC LIMIT %s",
+                (*params, size + 1),
+            )
+            rows = cursor.fetchall()
+        sessions = [self._session(row) for row in rows[:size]]
+        token = pages.encode_page_token(int(rows[size - 1][0])) if len(rows) > size else ""
+        return sessions, token
+
+    def delete(self, session_id: str) -> None:
+        with self.database.transaction(write=True) as cursor:
+            self._lock(cursor, session_id)
+            cursor.execute("DELETE FROM turns WHERE session_id = %s", (session_id,))
+            cursor.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+
+    def update(
+        self,
+        session_id: str,
+        change: Callable[[Session], tuple[Session, _Result]],
+        expected_revision: int = 0,
+    ) -> tuple[Session, _Result]:
+        """Apply ``change`` to the current session under its lock and store the result."""
+        with self.database.transaction(write=True) as cursor:
+            session = self._lock(cursor, session_id, expected_revision)
+            changed, result = change(session)
+            return self._write(cursor, changed, turn_count=session.turn_count), result
+
+    def append_turn(
+        self,
+        session_id: str,
+        role: str,
+        text: str,
+        steering: Sequence[SteeringUsed] = (),
+        change: Callable[[Session], tuple[Session, PreferenceUpdate | None]] | None = None,
+    ) -> tuple[Turn, Session]:
+        """Add a turn (index = previous count + 1), with the session change it caused, atomically."""
+        if role not in (USER, ASSISTANT):
+            raise InvalidArgumentError("a turn's role must be user or assistant")
+        if not text.strip():
+            raise InvalidArgumentError("a turn needs text")
+        if len(text) > MAX_TURN_CHARACTERS:
+            raise InvalidArgumentError(
+                f"a turn is limited to {MAX_TURN_CHARACTERS} characters, got {len(text)}"
+            )
+        if role == USER and steering:
+            raise InvalidArgumentError("only assistant turns record the steering that produced them")
+        now = datetime.now(UTC)
+        with self.database.transaction(write=True) as cursor:
+            session = self._lock(cursor, session_id)
+            changed, update = change(session) if change else (session, None)
+            turn = Turn(session.turn_count + 1, role, text, now, tuple(steering), None, update)
+            cursor.execute(
+                f"INSERT INTO turns (session_id, {_TURN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    session_id,
+                    turn.index,
+                    role,
+                    text,
+                    json.dumps([vars(s) for s in turn.steering]),
+                    None,
+                    json.dumps(update.to_dict()) if update else None,
+                    self.database.encode_time(now),
+                ),
+            )
+            return turn, self._write(cursor, changed, turn_count=turn.index)
+
+    def rate_turn(
+        self,
+        session_id: str,
+        turn_index: int,
+        rating: str,
+        change: Callable[[Session, Turn], tuple[Session, PreferenceUpdate]],
+    ) -> tuple[Session, PreferenceUpdate]:
+        """Record a rating on an assistant turn and apply the change it causes."""
+        with self.database.transaction(write=True) as cursor:
+            session = self._lock(cursor, session_id)
+            cursor.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = %s AND idx = %s",
+                (session_id, turn_index),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                raise NotFoundError(
+                    f"session {session_id} has no turn {turn_index} (it has {session.turn_count})"
+                )
+            turn = self._turn(row)
+            if turn.role != ASSISTANT:
+                raise FailedPreconditionError(f"turn {turn_index} is the user's; rate an assistant turn")
+            changed, update = change(session, turn)
+            cursor.execute(
+                "UPDATE turns SET rating = %s, preference_update = %s WHERE session_id = %s AND idx = %s",
+                (rating, json.dumps(update.to_dict()), session_id, turn_index),
+            )
+            return self._write(cursor, changed, turn_count=session.turn_count), update
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _lock(self, cursor: Cursor, session_id: str, expected_revision: int = 0) -> Session:
+        self.database.lock(cursor, f"steerlab:session:{session_id}")
+        session = self._read(cursor, session_id)
+        if expected_revision and expected_revision != session.revision:
+            raise AbortedError(
+                f"session {session_id} changed since revision {expected_revision} "
+                f"(now {session.revision}); read it again and retry"
+            )
+        return session
+
+    def _read(self, cursor: Cursor, session_id: str) -> Session:
+        cursor.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = %s", (session_id,))
+        row = cursor.fetchone()
+        if row is None:
+            raise NotFoundError(f"no session {session_id!r}")
+        return self._session(row)
+
+    def _write(self, cursor: Cursor, session: Session, turn_count: int) -> Session:
+        stored = replace(
+            session, revision=session.revision + 1, updated_at=datetime.now(UTC), turn_count=turn_count
+        )
+        cursor.execute(
+            "UPDATE sessions SET mode = %s, strengths = %s, learning_rate = %s, calibration = %s,"
+            " revision = %s, turn_count = %s, updated_at = %s WHERE id = %s",
+            (
+                stored.mode,
+                json.dumps(stored.strengths),
+                stored.learning_rate,
+                json.dumps(stored.calibration.to_dict()) if stored.calibration else None,
+                stored.revision,
+                stored.turn_count,
+                self.database.encode_time(stored.updated_at),
+                stored.id,
+            ),
+        )
+        return stored
+
+    def _session(self, row: Any) -> Session:
+        return Session(
+            id=row[1],
+            tenant=row[2],
+            user_id=row[3],
+            model=row[4],
+            mode=row[5],
+            strengths={k: float(v) for k, v in json.loads(row[6]).items()},
+            learning_rate=float(row[7]),
+            calibration=Calibration.from_dict(json.loads(row[8])) if row[8] else None,
+            revision=int(row[9]),
+            turn_count=int(row[10]),
+            created_at=self.database.decode_time(row[11]),
+            updated_at=self.database.decode_time(row[12]),
+        )
+
+    def _turn(self, row: Any) -> Turn:
+        return Turn(
+            index=int(row[0]),
+            role=row[1],
+            text=row[2],
+            steering=tuple(SteeringUsed(**s) for s in json.loads(row[3])),
+            rating=row[4],
+            update=PreferenceUpdate.from_dict(json.loads(row[5])) if row[5] else None,
+            created_at=self.database.decode_time(row[6]),
+        )
