@@ -1,4 +1,4 @@
-"""Helpers for the registry tests: synthetic vector sets, databases, and servers in threads."""
+"""Helpers for the service tests: synthetic vector sets, databases, and servers in threads."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -91,15 +91,27 @@ def open_store(url: str) -> RegistryStore:
 
 
 class ServerThread:
-    """A registry server on its own event loop in a background thread, on a real socket."""
+    """A server on its own event loop in a background thread, on a real socket.
 
-    def __init__(self, database_url: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
-        settings = RegistrySettings(
-            database_url=database_url,
-            server=ServerSettings(port=0, metrics_port=0, max_message_bytes=max_message_bytes),
-        )
-        self.server: GrpcServer
-        self.server, self.store = build_registry_server(settings)
+    ``ServerThread(url)`` runs the registry; pass ``server`` (and what to close) for another.
+    """
+
+    def __init__(
+        self,
+        database_url: str = "",
+        max_message_bytes: int = 64 * 1024 * 1024,
+        server: GrpcServer | None = None,
+        closing: Callable[[], None] | None = None,
+    ) -> None:
+        if server is None:
+            settings = RegistrySettings(
+                database_url=database_url,
+                server=ServerSettings(port=0, metrics_port=0, max_message_bytes=max_message_bytes),
+            )
+            server, self.store = build_registry_server(settings)
+            closing = self.store.close
+        self.server = server
+        self._closing = closing
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -118,4 +130,5 @@ class ServerThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
         self._loop.close()
-        self.store.close()
+        if self._closing is not None:
+            self._closing()

@@ -47,7 +47,9 @@ def run_user(
     return strengths
 
 
-def test_learn_brings_most_simulated_users_within_25_points_in_12_turns(interpreter: FeedbackInterpreter) -> None:
+def test_learn_brings_most_simulated_users_within_25_points_in_12_turns(
+    interpreter: FeedbackInterpreter,
+) -> None:
     rng = random.Random(0)
     outcomes = []
     for dimension in BUILTIN_DIMENSIONS:
@@ -83,7 +85,11 @@ def test_thumbs_down_counts_as_full_dissatisfaction(interpreter: FeedbackInterpr
 
 
 def test_steps_are_clipped_to_the_range_and_unchanged_dimensions_are_left_out() -> None:
-    signals = [Signal("cost", 1, 1.0, "fancier!"), Signal("age", 0, 0.0, ""), Signal("time", -1, 0.5, "later")]
+    signals = [
+        Signal("cost", 1, 1.0, "fancier!"),
+        Signal("age", 0, 0.0, ""),
+        Signal("time", -1, 0.5, "later"),
+    ]
     strengths, update = apply_signals({"cost": 90.0, "time": -100.0}, signals, LEARNING_RATE)
     assert strengths == {"cost": 100.0, "time": -100.0}
     assert [c.dimension for c in update.changes] == ["cost"]
@@ -100,4 +106,8 @@ def test_custom_dimensions_get_requests_built_from_their_poles() -> None:
 
 
 def test_sentences_are_split_for_quoting() -> None:
-    assert split_sentences("Too pricey. Something cheaper?\nThanks!") == ["Too pricey.", "Something cheaper?", "Thanks!"]
+    assert split_sentences("Too pricey. Something cheaper?\nThanks!") == [
+        "Too pricey.",
+        "Something cheaper?",
+        "Thanks!",
+    ]

@@ -10,5 +10,6 @@ with RegistryClient("localhost:50051") as registry:
 
 from .errors import ClientError
 from .registry import RegistryClient, VectorSetRef, parse_vector_set_ref
+from .sessions import SessionClient
 
-__all__ = ["ClientError", "RegistryClient", "VectorSetRef", "parse_vector_set_ref"]
+__all__ = ["ClientError", "RegistryClient", "SessionClient", "VectorSetRef", "parse_vector_set_ref"]

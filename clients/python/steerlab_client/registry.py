@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import getpass
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
-
-import grpc
 
 from steerlab.v1 import registry_pb2 as pb
 from steerlab.v1 import registry_pb2_grpc
 from steerlab.v1 import vectors_pb2 as vpb
 
-from .errors import ClientError
+from .channel import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
 
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-_Response = TypeVar("_Response")
 _REF = re.compile(r"^(?P<dimension>[^@\s]+)(?:@(?P<target>[^@\s]+))?$")
 
 
@@ -45,7 +39,7 @@ def parse_vector_set_ref(text: str) -> VectorSetRef:
     return VectorSetRef(match["dimension"], alias=target)
 
 
-class RegistryClient:
+class RegistryClient(ServiceClient):
     """Calls ``steerlab.v1.RegistryService`` at ``target`` (``host:port``).
 
     Every method raises :class:`ClientError` with the server's status code on failure.
@@ -54,31 +48,8 @@ class RegistryClient:
     def __init__(
         self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     ):
-        self.target = target
-        self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+        super().__init__(target, timeout_s, max_message_bytes)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.close()
-
-    def _call(self, method: Callable[..., _Response], request: Any) -> _Response:
-        try:
-            return method(request, timeout=self.timeout_s)
-        except grpc.RpcError as error:
-            raise ClientError.from_rpc_error(error) from None
 
     # -- dimensions -------------------------------------------------------------------------
 

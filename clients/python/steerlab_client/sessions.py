@@ -1,0 +1,128 @@
+"""A synchronous client for the preference and session service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from steerlab.v1 import sessions_pb2 as pb
+from steerlab.v1 import sessions_pb2_grpc
+
+from .channel import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
+
+MODES = {
+    "select": pb.INTERFACE_MODE_SELECT,
+    "calibrate": pb.INTERFACE_MODE_CALIBRATE,
+    "learn": pb.INTERFACE_MODE_LEARN,
+}
+SIDES = {"left": pb.SIDE_LEFT, "right": pb.SIDE_RIGHT}
+RATINGS = {"up": pb.RATING_THUMBS_UP, "down": pb.RATING_THUMBS_DOWN}
+
+
+class SessionClient(ServiceClient):
+    """Calls ``steerlab.v1.SessionService``. Strengths are percent of each dimension's range, -100..100.
+
+    Every method raises :class:`ClientError` with the server's status code on failure.
+    """
+
+    def __init__(
+        self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ):
+        super().__init__(target, timeout_s, max_message_bytes)
+        self._stub = sessions_pb2_grpc.SessionServiceStub(self._channel)
+
+    def create(
+        self,
+        user_id: str,
+        model: str,
+        mode: str = "select",
+        strengths: dict[str, float] | None = None,
+        tenant: str = "",
+        learning_rate: float = 0.0,
+    ) -> pb.Session:
+        request = pb.CreateSessionRequest(
+            tenant=tenant,
+            user_id=user_id,
+            model=model,
+            mode=MODES[mode],
+            strengths=strengths or {},
+            learning_rate=learning_rate,
+        )
+        return self._call(self._stub.CreateSession, request).session
+
+    def get(self, session_id: str, include_turns: bool = False) -> pb.Session:
+        request = pb.GetSessionRequest(session_id=session_id, include_turns=include_turns)
+        return self._call(self._stub.GetSession, request).session
+
+    def list_sessions(self, user_id: str, tenant: str = "", page_size: int = 0) -> Iterator[pb.Session]:
+        """The user's sessions, newest first, fetched a page at a time."""
+        token = ""
+        while True:
+            request = pb.ListSessionsRequest(
+                tenant=tenant, user_id=user_id, page_size=page_size, page_token=token
+            )
+            page = self._call(self._stub.ListSessions, request)
+            yield from page.sessions
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete(self, session_id: str) -> None:
+        self._call(self._stub.DeleteSession, pb.DeleteSessionRequest(session_id=session_id))
+
+    def set_strengths(
+        self,
+        session_id: str,
+        strengths: dict[str, float],
+        mode: str | None = None,
+        expected_revision: int = 0,
+    ) -> pb.Session:
+        """SELECT: change these strengths only; with ``expected_revision``, refuse if the session moved on."""
+        request = pb.UpdatePreferencesRequest(
+            session_id=session_id,
+            strengths=strengths,
+            mode=MODES[mode] if mode else pb.INTERFACE_MODE_UNSPECIFIED,
+            expected_revision=expected_revision,
+        )
+        return self._call(self._stub.UpdatePreferences, request).session
+
+    def add_user_turn(self, session_id: str, text: str) -> pb.AppendTurnResponse:
+        """Record what the user said; in LEARN mode ``response.turn.update`` says what changed and why."""
+        request = pb.AppendTurnRequest(session_id=session_id, role=pb.ROLE_USER, text=text)
+        return self._call(self._stub.AppendTurn, request)
+
+    def add_assistant_turn(
+        self, session_id: str, text: str, steering: list[pb.SteeringUsed] | None = None
+    ) -> pb.AppendTurnResponse:
+        request = pb.AppendTurnRequest(
+            session_id=session_id, role=pb.ROLE_ASSISTANT, text=text, steering=steering or []
+        )
+        return self._call(self._stub.AppendTurn, request)
+
+    def feedback(
+        self, session_id: str, turn_index: int, rating: str, comment: str = ""
+    ) -> pb.SubmitFeedbackResponse:
+        """``rating`` is "up" or "down"."""
+        request = pb.SubmitFeedbackRequest(
+            session_id=session_id, turn_index=turn_index, rating=RATINGS[rating], comment=comment
+        )
+        return self._call(self._stub.SubmitFeedback, request)
+
+    def start_calibration(
+        self, session_id: str, dimensions: list[str], rounds: int = 0, restart: bool = False
+    ) -> pb.Calibration:
+        request = pb.StartCalibrationRequest(
+            session_id=session_id, dimensions=dimensions, rounds=rounds, restart=restart
+        )
+        return self._call(self._stub.StartCalibration, request).calibration
+
+    def choose(self, session_id: str, comparison: pb.Comparison, side: str) -> pb.ChooseComparisonResponse:
+        """Answer ``comparison`` with "left" or "right"."""
+        request = pb.ChooseComparisonRequest(
+            session_id=session_id, dimension=comparison.dimension, round=comparison.round, choice=SIDES[side]
+        )
+        return self._call(self._stub.ChooseComparison, request)
+
+    def calibration(self, session_id: str) -> pb.Calibration:
+        return self._call(
+            self._stub.GetCalibration, pb.GetCalibrationRequest(session_id=session_id)
+        ).calibration

@@ -1,0 +1,172 @@
+"""The session service over a real socket, backed by a real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from registry_support import ServerThread, fresh_postgres_database
+from steerlab_client import ClientError, RegistryClient, SessionClient
+
+from steerlab.serving import ServerSettings
+from steerlab.sessions.learn import FeedbackInterpreter
+from steerlab.sessions.server import SessionSettings, build_session_server
+from steerlab.v1 import sessions_pb2 as pb
+
+
+@pytest.fixture(scope="module")
+def interpreter() -> FeedbackInterpreter:
+    return FeedbackInterpreter()
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    with fresh_postgres_database() as url:
+        yield url
+
+
+def start_sessions(database_url: str, interpreter: FeedbackInterpreter, registry: str = "") -> ServerThread:
+    settings = SessionSettings(
+        database_url=database_url, registry=registry, server=ServerSettings(port=0, metrics_port=0)
+    )
+    server, manager = build_session_server(settings, interpreter)
+    return ServerThread(server=server, closing=manager.store.close)
+
+
+@pytest.fixture
+def sessions(database_url: str, interpreter: FeedbackInterpreter) -> Iterator[ServerThread]:
+    running = start_sessions(database_url, interpreter)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(sessions: ServerThread) -> Iterator[SessionClient]:
+    with SessionClient(sessions.target) as opened:
+        yield opened
+
+
+def _raises(code: grpc.StatusCode, match: str) -> pytest.RaisesExc[ClientError]:
+    return pytest.raises(ClientError, match=f"{code.name}: .*{match}")
+
+
+def test_select_and_bad_input(client: SessionClient) -> None:
+    session = client.create("ana", "smollm2-135m", strengths={"cost": 40})
+    assert dict(session.strengths) == {"cost": 40.0} and session.mode == pb.INTERFACE_MODE_SELECT
+    updated = client.set_strengths(session.id, {"age": -60})
+    assert dict(updated.strengths) == {"cost": 40.0, "age": -60.0}
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "outside -100..100"):
+        client.set_strengths(session.id, {"cost": 100.5})
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "must be a finite number"):
+        client.set_strengths(session.id, {"cost": float("inf")})
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "unknown dimension 'spice'"):
+        client.set_strengths(session.id, {"spice": 10})
+    with _raises(grpc.StatusCode.ABORTED, "changed since revision 1"):
+        client.set_strengths(session.id, {"cost": 0}, expected_revision=session.revision)
+    with _raises(grpc.StatusCode.NOT_FOUND, "no session 'nope'"):
+        client.get("nope")
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "user_id must be"):
+        client.create("", "smollm2-135m")
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "role must be one of"):
+        client._call(client._stub.AppendTurn, pb.AppendTurnRequest(session_id=session.id, text="hi"))
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "limited to 32000 characters"):
+        client.add_user_turn(session.id, "x" * 40_000)
+    assert dict(client.get(session.id).strengths) == {"cost": 40.0, "age": -60.0}
+
+
+def test_conversation_log_records_vector_versions(client: SessionClient) -> None:
+    session = client.create("ana", "smollm2-135m")
+    client.add_user_turn(session.id, "Plan a dinner in Rome.")
+    used = [pb.SteeringUsed(dimension="cost", vector_set_version=3, model_digest="ab" * 32, strength=40)]
+    client.add_assistant_turn(session.id, "Try the trattoria.", used)
+    read = client.get(session.id, include_turns=True)
+    assert [(t.index, t.role, t.text) for t in read.turns] == [
+        (1, pb.ROLE_USER, "Plan a dinner in Rome."),
+        (2, pb.ROLE_ASSISTANT, "Try the trattoria."),
+    ]
+    assert read.turns[1].steering[0].vector_set_version == 3 and read.turns[1].steering[0].strength == 40
+    assert [s.id for s in client.list_sessions("ana")] == [session.id]
+    client.delete(session.id)
+    with _raises(grpc.StatusCode.NOT_FOUND, "no session"):
+        client.delete(session.id)
+
+
+def test_learn_moves_strengths_with_reasons_and_feedback_counts(client: SessionClient) -> None:
+    session = client.create("ana", "smollm2-135m", mode="learn", strengths={"cost": 60})
+    praised = client.add_user_turn(session.id, "Perfect, that's exactly what I wanted, thank you!")
+    assert praised.turn.update.changes == [] and dict(praised.session.strengths) == {"cost": 60.0}
+    complaint = client.add_user_turn(session.id, "Ugh, that is way too expensive for us. Something cheaper?")
+    (change,) = complaint.turn.update.changes
+    assert change.dimension == "cost" and change.after < 60.0
+    assert change.reason.startswith(f"cost {change.after - 60:+.0f}%: '")
+    assert complaint.session.strengths["cost"] == change.after
+
+    answer = client.add_assistant_turn(session.id, "How about a food truck?").turn
+    down = client.feedback(session.id, answer.index, "down", "still too pricey")
+    assert down.update.changes[0].dimension == "cost" and down.session.strengths["cost"] < change.after
+    up = client.feedback(session.id, answer.index, "up")
+    assert up.update.changes == [] and up.session.learning_rate == 20.0
+    with _raises(grpc.StatusCode.FAILED_PRECONDITION, "rate an assistant turn"):
+        client.feedback(session.id, 1, "up")
+    history = client.get(session.id, include_turns=True).turns
+    assert history[1].update.changes[0].reason == change.reason  # the log keeps why
+    assert history[2].rating == pb.RATING_THUMBS_UP
+
+
+def test_calibration_resumes_after_reconnect(sessions: ServerThread) -> None:
+    target = 60.0
+    with SessionClient(sessions.target) as first:
+        session = first.create("ana", "smollm2-135m", mode="calibrate")
+        calibration = first.start_calibration(session.id, ["cost"])
+        comparison = calibration.pending
+        side = "left" if abs(comparison.left - target) <= abs(comparison.right - target) else "right"
+        first.choose(session.id, comparison, side)
+    with SessionClient(sessions.target) as second:  # a new connection picks up where it was
+        calibration = second.calibration(session.id)
+        assert calibration.pending.round == 2 and not calibration.done
+        with _raises(grpc.StatusCode.FAILED_PRECONDITION, "pending comparison is cost round 2"):
+            second.choose(session.id, comparison, "left")  # the round-1 answer, sent again
+        while not calibration.done:
+            comparison = calibration.pending
+            side = "left" if abs(comparison.left - target) <= abs(comparison.right - target) else "right"
+            calibration = second.choose(session.id, comparison, side).calibration
+        final = second.get(session.id)
+    assert abs(final.strengths["cost"] - target) <= 25
+    assert calibration.results[0].dimension == "cost"
+
+
+def test_concurrent_updates_over_the_wire_lose_nothing(sessions: ServerThread, client: SessionClient) -> None:
+    session = client.create("ana", "smollm2-135m")
+    names = ["cost", "ambiance", "age", "time", "culture"]
+    barrier = threading.Barrier(len(names))
+
+    def update(i: int) -> None:
+        with SessionClient(sessions.target) as own:
+            barrier.wait()
+            own.set_strengths(session.id, {names[i]: float(i * 10 - 20)})
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(update, range(len(names))))
+    final = client.get(session.id)
+    assert dict(final.strengths) == {name: float(i * 10 - 20) for i, name in enumerate(names)}
+    assert final.revision == 1 + len(names)
+
+
+def test_dimensions_come_from_the_registry(database_url: str, interpreter: FeedbackInterpreter) -> None:
+    registry = ServerThread(database_url)
+    sessions = start_sessions(database_url, interpreter, registry=registry.target)
+    try:
+        with RegistryClient(registry.target) as registry_client:
+            registry_client.create_dimension("spice", "mild", "hot", "How spicy the food is.")
+        with SessionClient(sessions.target) as client:
+            session = client.create("ana", "smollm2-135m", strengths={"spice": 70})
+            assert dict(session.strengths) == {"spice": 70.0}
+            metrics = urllib.request.urlopen(sessions.metrics_url, timeout=5).read().decode()
+            assert 'steerlab_session_requests_total{code="OK",method="CreateSession"} 1.0' in metrics
+    finally:
+        sessions.stop()
+        registry.stop()
