@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from steerlab.sessions.learn import FeedbackInterpreter, Signal, apply_signals, pole_requests, split_sentences
+from steerlab.sessions.state import DEFAULT_LEARNING_RATE as LEARNING_RATE
 from steerlab.steering.datasets import BUILTIN_DIMENSIONS, Dimension, builtin_dataset
 
 REPLIES = json.loads((Path(__file__).parent / "data" / "simulated_users.json").read_text())
 DIMENSIONS = [builtin_dataset(name).dimension for name in BUILTIN_DIMENSIONS]
-LEARNING_RATE = 40.0
 TURNS = 12
 TOLERANCE = 25.0
 

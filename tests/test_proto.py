@@ -21,10 +21,15 @@ def test_generated_stubs_are_up_to_date() -> None:
 
 def test_the_contract_follows_the_conventions() -> None:
     """DESIGN.md section 4: package steerlab.v1, services end in Service, enums start UNSPECIFIED."""
-    from steerlab.v1 import registry_pb2, vectors_pb2
+    import importlib
+    import pkgutil
 
-    for module in (registry_pb2, vectors_pb2):
-        descriptor = module.DESCRIPTOR
+    import steerlab.v1
+
+    names = [m.name for m in pkgutil.iter_modules(steerlab.v1.__path__) if m.name.endswith("_pb2")]
+    assert sorted(names) == ["registry_pb2", "sessions_pb2", "vectors_pb2"]
+    for name in names:
+        descriptor = importlib.import_module(f"steerlab.v1.{name}").DESCRIPTOR
         assert descriptor.package == "steerlab.v1"
         for service in descriptor.services_by_name.values():
             assert service.name.endswith("Service")

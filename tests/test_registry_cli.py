@@ -3,53 +3,17 @@ a real PostgreSQL, and a pulled file used by `steerlab generate`."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import make_tiny_model, small_dataset
-from registry_support import fresh_postgres_database, make_vector_set
+from service_support import ServiceProcess, free_port, fresh_postgres_database, make_vector_set
 from test_cli import steerlab
 
 from steerlab.steering import Dimension, ExtractionConfig, extract
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class RegistryProcess:
-    """`steerlab registry serve` in a child process, started and stopped as an operator would."""
-
-    def __init__(self, database_url: str, home: Path, port: int) -> None:
-        env = {**os.environ, "STEERLAB_HOME": str(home)}
-        command = ["--database-url", database_url, "--port", str(port), "--metrics-port", "0"]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "steerlab.cli", "registry", "serve", *command],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert self.process.stdout is not None
-        self.banner = self.process.stdout.readline()
-        if "serving on" not in self.banner:
-            self.process.kill()
-            raise AssertionError(f"registry did not start: {self.banner}{self.process.stderr.read()}")  # type: ignore[union-attr]
-        self.target = f"127.0.0.1:{port}"
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +38,8 @@ def database_url() -> Iterator[str]:
 def test_push_list_pull_generate_restart_alias(
     files: dict[str, Path], database_url: str, tmp_path: Path
 ) -> None:
-    home, port = files["root"], _free_port()
-    server = RegistryProcess(database_url, home, port)
+    home, port = files["root"], free_port()
+    server = ServiceProcess("registry", database_url, home, port)
     assert "database postgresql://127.0.0.1:5432/steerlab_test_" in server.banner
     registry = ("--registry", server.target)
     try:
@@ -133,7 +97,7 @@ def test_push_list_pull_generate_restart_alias(
     finally:
         assert server.stop() == 0  # SIGTERM is a clean shutdown
 
-    restarted = RegistryProcess(database_url, home, port)
+    restarted = ServiceProcess("registry", database_url, home, port)
     try:
         again = tmp_path / "again.safetensors"
         assert steerlab("vectors", "pull", "cost@1", "--out", again, *registry, home=home).returncode == 0
@@ -157,7 +121,7 @@ def test_push_list_pull_generate_restart_alias(
 
 def test_cli_errors_are_one_clear_line(files: dict[str, Path], tmp_path: Path) -> None:
     home = files["root"]
-    nowhere = ("--registry", f"127.0.0.1:{_free_port()}")
+    nowhere = ("--registry", f"127.0.0.1:{free_port()}")
     cases = [
         (["vectors", "push", tmp_path / "missing.safetensors", *nowhere], "No such file"),
         (["vectors", "pull", "cost@", "--out", tmp_path / "x", *nowhere], "NAME@VERSION"),

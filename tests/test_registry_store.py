@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from registry_support import DIGEST_A, DIGEST_B, fresh_postgres_database, make_vector_set, open_store
+from service_support import DIGEST_A, DIGEST_B, fresh_postgres_database, make_vector_set, open_store
 
 from steerlab.registry.schema import COMPONENT, MIGRATIONS
 from steerlab.registry.store import RegistryStore

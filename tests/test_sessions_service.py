@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from registry_support import ServerThread, fresh_postgres_database
+from service_support import ServerThread, fresh_postgres_database
 from steerlab_client import ClientError, RegistryClient, SessionClient
 
 from steerlab.serving import ServerSettings
@@ -109,7 +109,7 @@ def test_learn_moves_strengths_with_reasons_and_feedback_counts(client: SessionC
     down = client.feedback(session.id, answer.index, "down", "still too pricey")
     assert down.update.changes[0].dimension == "cost" and down.session.strengths["cost"] < change.after
     up = client.feedback(session.id, answer.index, "up")
-    assert up.update.changes == [] and up.session.learning_rate == 20.0
+    assert up.update.changes == [] and up.session.learning_rate == 25.0
     with _raises(grpc.StatusCode.FAILED_PRECONDITION, "rate an assistant turn"):
         client.feedback(session.id, 1, "up")
     history = client.get(session.id, include_turns=True).turns

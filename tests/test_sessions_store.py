@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from registry_support import fresh_postgres_database
+from service_support import fresh_postgres_database
 
 from steerlab.serving import AbortedError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from steerlab.sessions.catalog import StaticCatalog
@@ -51,7 +51,7 @@ def test_create_get_list_delete(manager: SessionManager) -> None:
         "select",
         {"cost": 40.0},
     )
-    assert fetched.learning_rate == 40.0 and fetched.revision == 1
+    assert fetched.learning_rate == 50.0 and fetched.revision == 1
     page, token = manager.store.list("acme", "ana", page_size=1)
     assert [s.id for s in page] == [second.id] and token  # newest first
     rest, last = manager.store.list("acme", "ana", page_size=1, page_token=token)

@@ -11,8 +11,8 @@ from steerlab.steering.datasets import BUILTIN_DIMENSIONS, Dimension, builtin_da
 
 
 class DimensionCatalog(Protocol):
-    def dimensions(self) -> dict[str, Dimension]:
-        """Every known dimension by name."""
+    def dimensions(self, refresh: bool = False) -> dict[str, Dimension]:
+        """Every known dimension by name; ``refresh`` skips any cache."""
         ...
 
 
@@ -27,12 +27,16 @@ class StaticCatalog:
         )
         self._dimensions = {d.name: d for d in chosen}
 
-    def dimensions(self) -> dict[str, Dimension]:
+    def dimensions(self, refresh: bool = False) -> dict[str, Dimension]:
         return dict(self._dimensions)
 
 
 class RegistryCatalog:
-    """The registry's dimensions, fetched over gRPC and cached for ``ttl_s`` seconds."""
+    """The registry's dimensions, fetched over gRPC and cached for ``ttl_s`` seconds.
+
+    A name missing from the cache triggers one fresh read (the manager asks with ``refresh``),
+    so a dimension registered a moment ago is usable at once.
+    """
 
     def __init__(self, target: str, ttl_s: float = 30.0) -> None:
         from steerlab_client import RegistryClient
@@ -44,11 +48,11 @@ class RegistryCatalog:
         self._cached: dict[str, Dimension] = {}
         self._fetched_at = float("-inf")
 
-    def dimensions(self) -> dict[str, Dimension]:
+    def dimensions(self, refresh: bool = False) -> dict[str, Dimension]:
         from steerlab_client import ClientError
 
         with self._lock:
-            if time.monotonic() - self._fetched_at > self._ttl_s:
+            if refresh or time.monotonic() - self._fetched_at > self._ttl_s:
                 try:
                     listed = self._client.list_dimensions()
                 except ClientError as exc:

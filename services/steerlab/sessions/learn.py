@@ -130,6 +130,11 @@ class FeedbackInterpreter:
                 self._classifiers[dimension] = classifier.fit(features, labels)
             return self._classifiers[dimension]
 
+    def warm_up(self, dimensions: Sequence[Dimension]) -> None:
+        """Fit the classifiers of ``dimensions`` now, so that the first user turn is not slow."""
+        for dimension in dimensions:
+            self._classifier(dimension, dimensions)
+
     def interpret(
         self, text: str, dimensions: Sequence[Dimension], dissatisfaction: float | None = None
     ) -> list[Signal]:

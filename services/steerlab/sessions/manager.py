@@ -62,6 +62,8 @@ class SessionManager:
 
     def _known(self, names: Sequence[str]) -> dict[str, Dimension]:
         known = self.catalog.dimensions()
+        if any(name not in known for name in names):
+            known = self.catalog.dimensions(refresh=True)
         unknown = [name for name in names if name not in known]
         if unknown:
             raise InvalidArgumentError(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
 from steerlab.registry.server import default_database_url
-from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
+from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, UnavailableError
 from steerlab.storage import open_database
 from steerlab.v1 import sessions_pb2_grpc
 
@@ -15,6 +16,8 @@ from .learn import FeedbackInterpreter
 from .manager import SessionManager
 from .service import SERVICE_NAME, SessionServicer
 from .store import SessionStore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 50052
 DEFAULT_METRICS_PORT = 9465
@@ -63,7 +66,17 @@ def session_binding(manager: SessionManager) -> ServiceBinding:
 def build_session_server(
     settings: SessionSettings, interpreter: FeedbackInterpreter | None = None
 ) -> tuple[GrpcServer, SessionManager]:
-    """Open (and migrate) the store and build a server; the caller starts and stops both."""
+    """Open (and migrate) the store and build a server; the caller starts and stops both.
+
+    Without ``interpreter`` one is loaded and warmed up here, so that the first LEARN turn is
+    as fast as the rest.
+    """
     catalog: DimensionCatalog = RegistryCatalog(settings.registry) if settings.registry else StaticCatalog()
+    if interpreter is None:
+        interpreter = FeedbackInterpreter()
+        try:
+            interpreter.warm_up(list(catalog.dimensions().values()))
+        except UnavailableError as exc:
+            log.warning("LEARN warm-up skipped: %s", exc)
     manager = SessionManager(SessionStore(open_database(settings.database_url)), catalog, interpreter)
     return GrpcServer([session_binding(manager)], settings.server), manager

@@ -14,7 +14,7 @@ SELECT, CALIBRATE, LEARN = "select", "calibrate", "learn"
 MODES = (SELECT, CALIBRATE, LEARN)
 USER, ASSISTANT = "user", "assistant"
 THUMBS_UP, THUMBS_DOWN = "up", "down"
-DEFAULT_LEARNING_RATE = 40.0
+DEFAULT_LEARNING_RATE = 50.0
 
 
 def clip_strength(value: float) -> float:

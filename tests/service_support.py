@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -132,3 +137,35 @@ class ServerThread:
         self._loop.close()
         if self._closing is not None:
             self._closing()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServiceProcess:
+    """`steerlab <service> serve` in a child process, started and stopped as an operator would."""
+
+    def __init__(self, service: str, database_url: str, home: Path, port: int, *extra: str) -> None:
+        env = {**os.environ, "STEERLAB_HOME": str(home)}
+        command = ["--database-url", database_url, "--port", str(port), "--metrics-port", "0", *extra]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "steerlab.cli", service, "serve", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.banner = self.process.stdout.readline()
+        if "serving on" not in self.banner:
+            self.process.kill()
+            raise AssertionError(f"{service} did not start: {self.banner}{self.process.stderr.read()}")
+        self.target = f"127.0.0.1:{port}"
+
+    def stop(self) -> int:
+        """SIGTERM, as Kubernetes sends; returns the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
