@@ -34,7 +34,7 @@ from steerlab.steering.datasets import BUILTIN_DIMENSIONS, Dimension, builtin_da
 from .state import PreferenceUpdate, StrengthChange, clip_strength
 
 HAPPY = 0.5  # VADER compound at or above which a message is content
-CONFIDENCE = 0.5  # classifier probability needed for a direction
+CONFIDENCE = 0.6  # classifier probability needed for a direction
 REGULARISATION = 4.0  # logistic regression C; see docs/method-notes.md (LEARN)
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 
