@@ -90,6 +90,8 @@ def test_conversation_log_records_vector_versions(client: SessionClient) -> None
     ]
     assert read.turns[1].steering[0].vector_set_version == 3 and read.turns[1].steering[0].strength == 40
     assert [s.id for s in client.list_sessions("ana")] == [session.id]
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "user_id must be"):
+        list(client.list_sessions(""))
     client.delete(session.id)
     with _raises(grpc.StatusCode.NOT_FOUND, "no session"):
         client.delete(session.id)

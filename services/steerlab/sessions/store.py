@@ -118,6 +118,7 @@ class SessionStore:
         self, tenant: str, user_id: str, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[Session], str]:
         """A user's sessions, newest first, a page at a time."""
+        _check_identifier("user_id", user_id)
         size = pages.page_size(page_size)
         before = pages.decode_page_token(page_token)
         conditions = "tenant = %s AND user_id = %s"
