@@ -13,7 +13,7 @@ from steerlab.steering import DatasetError, SteeringError, VectorSetError, Vecto
 def test_flags_win_over_environment_which_wins_over_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     defaults = RegistrySettings.from_env()
     assert (defaults.server.port, defaults.server.metrics_port) == (50051, 9464)
-    assert defaults.database_url.startswith("sqlite:///") and defaults.database_url.endswith("registry.db")
+    assert defaults.database_url.startswith("sqlite:///") and defaults.database_url.endswith("steerlab.db")
 
     monkeypatch.setenv("STEERLAB_DATABASE_URL", "postgresql://db.internal/steerlab")
     monkeypatch.setenv("STEERLAB_REGISTRY_PORT", "7000")

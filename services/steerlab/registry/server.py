@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
-from steerlab.steering.models import steerlab_home
-from steerlab.storage import open_database
+from steerlab.storage import open_database, resolve_database_url
 from steerlab.v1 import registry_pb2_grpc
 
 from .service import SERVICE_NAME, RegistryServicer
@@ -17,14 +15,9 @@ DEFAULT_PORT = 50051
 DEFAULT_METRICS_PORT = 9464
 
 
-def default_database_url() -> str:
-    """The embedded default: a SQLite file in the SteerLab home directory."""
-    return f"sqlite:///{steerlab_home() / 'registry.db'}"
-
-
 @dataclass(frozen=True)
 class RegistrySettings:
-    database_url: str = field(default_factory=default_database_url)
+    database_url: str = field(default_factory=resolve_database_url)
     server: ServerSettings = field(
         default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
     )
@@ -40,7 +33,7 @@ class RegistrySettings:
         """Flags win over ``STEERLAB_DATABASE_URL`` and the ``STEERLAB_REGISTRY_*`` variables
         (see :meth:`ServerSettings.from_env`), which win over the defaults."""
         return cls(
-            database_url=database_url or os.environ.get("STEERLAB_DATABASE_URL") or default_database_url(),
+            database_url=resolve_database_url(database_url),
             server=ServerSettings.from_env(
                 "registry",
                 DEFAULT_PORT,

@@ -6,9 +6,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from steerlab.registry.server import default_database_url
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, UnavailableError
-from steerlab.storage import open_database
+from steerlab.storage import open_database, resolve_database_url
 from steerlab.v1 import sessions_pb2_grpc
 
 from .catalog import DimensionCatalog, RegistryCatalog, StaticCatalog
@@ -25,7 +24,7 @@ DEFAULT_METRICS_PORT = 9465
 
 @dataclass(frozen=True)
 class SessionSettings:
-    database_url: str = field(default_factory=default_database_url)
+    database_url: str = field(default_factory=resolve_database_url)
     # The registry whose dimensions sessions may use; empty: the five built-in dimensions.
     registry: str = ""
     server: ServerSettings = field(
@@ -44,7 +43,7 @@ class SessionSettings:
         """Flags win over ``STEERLAB_DATABASE_URL``, ``STEERLAB_REGISTRY`` and the
         ``STEERLAB_SESSIONS_*`` variables (see :meth:`ServerSettings.from_env`)."""
         return cls(
-            database_url=database_url or os.environ.get("STEERLAB_DATABASE_URL") or default_database_url(),
+            database_url=resolve_database_url(database_url),
             registry=registry if registry is not None else os.environ.get("STEERLAB_REGISTRY", ""),
             server=ServerSettings.from_env(
                 "sessions",

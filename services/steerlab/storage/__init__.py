@@ -4,7 +4,7 @@ One SQL dialect-neutral interface (:class:`Database`), and versioned migrations 
 when several replicas start at once (:func:`migrate`).
 """
 
-from .database import Cursor, Database, PostgresDatabase, SqliteDatabase, open_database
+from .database import Cursor, Database, PostgresDatabase, SqliteDatabase, open_database, resolve_database_url
 from .migrations import Migration, migrate
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "SqliteDatabase",
     "migrate",
     "open_database",
+    "resolve_database_url",
 ]

@@ -7,6 +7,7 @@ SQLite the write transaction already holds the database's single write lock).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ import psycopg
 import psycopg_pool
 
 from steerlab.serving.errors import InvalidArgumentError, UnavailableError
+from steerlab.steering.models import steerlab_home
 
 
 class Cursor(Protocol):
@@ -197,6 +199,12 @@ class SqliteDatabase(Database):
 
     def close(self) -> None:
         """Nothing to do: connections live for one transaction."""
+
+
+def resolve_database_url(flag: str | None = None) -> str:
+    """The database to use: the flag, else ``STEERLAB_DATABASE_URL``, else the embedded default,
+    one SQLite file in the SteerLab home directory shared by every service."""
+    return flag or os.environ.get("STEERLAB_DATABASE_URL") or f"sqlite:///{steerlab_home() / 'steerlab.db'}"
 
 
 def open_database(url: str) -> Database:
