@@ -4,6 +4,4 @@
 - ``service``: the ``steerlab.v1.RegistryService`` servicer;
 - ``server``: settings and :func:`~steerlab.registry.server.build_registry_server`;
 - ``cli``: ``steerlab registry serve`` and ``steerlab vectors ...``.
-
-Modules are imported on use, so the client commands start without torch.
 """

@@ -8,23 +8,18 @@ import os
 import re
 from typing import Any
 
-DEFAULT_REGISTRY = "localhost:50051"
+from steerlab.registry.server import DEFAULT_METRICS_PORT, DEFAULT_PORT
+from steerlab.serving.server import add_serve_command
+
+DEFAULT_REGISTRY = f"localhost:{DEFAULT_PORT}"
 _LABEL = re.compile(r"^(?P<key>[^=]+)=(?P<value>.*)$")
 
 
 def add_commands(commands: Any) -> None:
     """Register the ``registry`` and ``vectors`` command groups on the top-level subparsers."""
-    registry = commands.add_parser("registry", help="run the vector registry service")
-    registry_commands = registry.add_subparsers(
-        dest="registry_command", required=True, parser_class=type(registry)
+    serve = add_serve_command(
+        commands, "registry", "run the vector registry service", DEFAULT_PORT, DEFAULT_METRICS_PORT
     )
-    serve = registry_commands.add_parser("serve", help="serve the registry over gRPC until interrupted")
-    serve.add_argument(
-        "--database-url", help="postgresql://... or sqlite:///file (default: SQLite in STEERLAB_HOME)"
-    )
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
-    serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9464)")
     serve.set_defaults(run=_serve)
 
     vectors = commands.add_parser("vectors", help="push, list, pull and alias vector sets in a registry")

@@ -171,6 +171,20 @@ async def run_until_signalled(server: GrpcServer, on_started: Callable[[], None]
     await server.stop()
 
 
+def add_serve_command(commands: Any, service: str, help_text: str, port: int, metrics_port: int) -> Any:
+    """``steerlab <service> serve`` with the options every service takes; returns its parser."""
+    group = commands.add_parser(service, help=help_text)
+    subcommands = group.add_subparsers(dest=f"{service}_command", required=True, parser_class=type(group))
+    serve = subcommands.add_parser("serve", help=f"serve the {service} service over gRPC until interrupted")
+    serve.add_argument(
+        "--database-url", help="postgresql://... or sqlite:///file (default: SQLite in STEERLAB_HOME)"
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help=f"gRPC port (default {port})")
+    serve.add_argument("--metrics-port", type=int, help=f"Prometheus /metrics port (default {metrics_port})")
+    return serve
+
+
 def serve_from_command_line(server: GrpcServer, name: str, database: str) -> None:
     """What ``steerlab <service> serve`` does: log, announce one line when ready, serve until signalled."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
