@@ -105,9 +105,21 @@ def test_custom_dimensions_get_requests_built_from_their_poles() -> None:
     assert len(pole_requests(DIMENSIONS[0])[DIMENSIONS[0].negative_pole]) == 30  # the shipped bank
 
 
-def test_sentences_are_split_for_quoting() -> None:
+def test_messages_are_split_into_clauses() -> None:
     assert split_sentences("Too pricey. Something cheaper?\nThanks!") == [
         "Too pricey.",
         "Something cheaper?",
         "Thanks!",
     ]
+    assert split_sentences("Cheap and cheerful, but we want brunch") == [
+        "Cheap and cheerful",
+        "we want brunch",
+    ]
+
+
+def test_each_clause_can_move_its_own_dimension(interpreter: FeedbackInterpreter) -> None:
+    text = "My kids are coming too, and we'd rather go in the morning."
+    moved = {s.dimension: s for s in interpreter.interpret(text, DIMENSIONS) if s.direction}
+    assert set(moved) == {"age", "time"}
+    assert (moved["age"].direction, moved["age"].quote) == (-1, "My kids are coming too")
+    assert (moved["time"].direction, moved["time"].quote) == (1, "we'd rather go in the morning.")

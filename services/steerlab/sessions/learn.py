@@ -8,8 +8,9 @@ After each user turn, for every dimension::
   pole. A small classifier per dimension, fitted on sentence embeddings (all-MiniLM-L6-v2) of
   example requests for each pole (``data/feedback/<dimension>.json``, or requests built from
   the pole names for a custom dimension) against requests about other dimensions and neutral
-  replies (``data/feedback/neutral.json``), reads the whole message; it must be at least
-  ``CONFIDENCE`` sure of a pole, else the direction is 0.
+  replies (``data/feedback/neutral.json``), reads each clause of the message; the clause it
+  is surest of decides, and it must be at least ``CONFIDENCE`` sure of a pole, else the
+  direction is 0.
 - ``dissatisfaction`` (0..1): from the VADER sentiment of the message. A clearly happy message
   (compound >= 0.5) is 0, so praise never moves anything; otherwise (1 - compound) / 2, so a
   neutral request counts 0.5 and an angry one up to 1. A thumbs down counts 1.
@@ -36,7 +37,9 @@ from .state import PreferenceUpdate, StrengthChange, clip_strength
 HAPPY = 0.5  # VADER compound at or above which a message is content
 CONFIDENCE = 0.6  # classifier probability needed for a direction
 REGULARISATION = 4.0  # logistic regression C; see docs/method-notes.md (LEARN)
-_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
+_CLAUSE_END = re.compile(
+    r"(?<=[.!?;])\s+|\n+|,?\s+(?:and|but)\s+(?=we|i|my|our|can|could|would|please)\b", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class Signal:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [part.strip() for part in _SENTENCE_END.split(text) if part and part.strip()]
+    return [part.strip() for part in _CLAUSE_END.split(text) if part and part.strip()]
 
 
 def _feedback_file(name: str) -> dict[str, Any] | None:
@@ -142,7 +145,7 @@ class FeedbackInterpreter:
         sentences = split_sentences(text)
         if not sentences:
             return [Signal(d.name, 0, 0.0, "") for d in dimensions]
-        embedded = self._embed([text, *sentences])
+        embedded = self._embed(sentences)
         if dissatisfaction is None:
             dissatisfaction = self._dissatisfaction(text)
         return [self._signal(d, dimensions, sentences, embedded, dissatisfaction) for d in dimensions]
@@ -157,14 +160,15 @@ class FeedbackInterpreter:
     ) -> Signal:
         classifier = self._classifier(dimension, dimensions)
         classes = [int(c) for c in classifier.classes_]
-        probabilities = classifier.predict_proba(embedded)
-        message = probabilities[0]
-        best = int(np.argmax(message))
-        direction = classes[best] if message[best] >= CONFIDENCE else 0
-        if direction == 0 or dissatisfaction == 0:
+        poles = [i for i, c in enumerate(classes) if c != 0]
+        # One row per clause; the clause most sure of a pole decides, so that "My kids are
+        # coming, and we'd rather go in the morning." moves age and time, each the right way.
+        probabilities = classifier.predict_proba(embedded)[:, poles]
+        row, column = np.unravel_index(int(np.argmax(probabilities)), probabilities.shape)
+        if probabilities[row, column] < CONFIDENCE or dissatisfaction == 0:
             return Signal(dimension.name, 0, 0.0, "")
-        quote = sentences[int(np.argmax(probabilities[1:, best]))]  # the most telling sentence
-        return Signal(dimension.name, direction, dissatisfaction, quote)
+        direction = classes[poles[column]]
+        return Signal(dimension.name, direction, dissatisfaction, sentences[int(row)])
 
     def _dissatisfaction(self, text: str) -> float:
         compound = self._sentiment.compound(text)
