@@ -118,9 +118,12 @@ class FeedbackInterpreter:
                 requests = pole_requests(dimension)
                 negative = self._embed(requests[dimension.negative_pole])
                 positive = self._embed(requests[dimension.positive_pole])
+                # Fitted once per dimension, against the built-in dimensions and those known at
+                # the first call; a dimension registered later is not among its negatives.
                 unrelated = [self._neutral]
-                for other in {*self._builtin, *others} - {dimension}:
-                    unrelated += [self._embed(texts) for texts in pole_requests(other).values()]
+                candidates = {d.name: d for d in [*self._builtin, *others] if d.name != dimension.name}
+                for name in sorted(candidates):
+                    unrelated += [self._embed(texts) for texts in pole_requests(candidates[name]).values()]
                 features = np.concatenate([negative, positive, *unrelated])
                 labels = np.concatenate(
                     [
