@@ -14,10 +14,10 @@ import pytest
 
 from steerlab.sessions.learn import FeedbackInterpreter, Signal, apply_signals, pole_requests, split_sentences
 from steerlab.sessions.state import DEFAULT_LEARNING_RATE as LEARNING_RATE
-from steerlab.steering.datasets import BUILTIN_DIMENSIONS, Dimension, builtin_dataset
+from steerlab.steering.datasets import BUILTIN_DIMENSIONS, Dimension, builtin_dimensions
 
 REPLIES = json.loads((Path(__file__).parent / "data" / "simulated_users.json").read_text())
-DIMENSIONS = [builtin_dataset(name).dimension for name in BUILTIN_DIMENSIONS]
+DIMENSIONS = builtin_dimensions()
 TURNS = 12
 TOLERANCE = 25.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from steerlab.steering.datasets import BUILTIN_DIMENSIONS, builtin_dataset
+from steerlab.steering.datasets import builtin_dimensions
 from steerlab.storage import Cursor, Database, Migration
 from steerlab.storage.migrations import sql_migration
 
@@ -13,8 +13,7 @@ COMPONENT = "registry"
 
 def _insert_builtin_dimensions(cursor: Cursor, database: Database) -> None:
     now = database.encode_time(datetime.now(UTC))
-    for name in BUILTIN_DIMENSIONS:
-        dimension = builtin_dataset(name).dimension
+    for dimension in builtin_dimensions():
         cursor.execute(
             "INSERT INTO dimensions (name, negative_pole, positive_pole, description, created_at)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",

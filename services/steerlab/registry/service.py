@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from steerlab.serving.errors import InvalidArgumentError
+from steerlab.serving.messages import timestamp
 from steerlab.steering.datasets import Dimension
 from steerlab.steering.vectorset import VectorSet
 from steerlab.v1 import registry_pb2 as pb
@@ -21,12 +20,6 @@ from .store import DELETED, AliasRecord, DimensionRecord, RegistryStore, VectorS
 SERVICE_NAME = "steerlab.v1.RegistryService"
 
 
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def dimension_to_proto(record: DimensionRecord) -> vpb.Dimension:
     d = record.dimension
     return vpb.Dimension(
@@ -34,7 +27,7 @@ def dimension_to_proto(record: DimensionRecord) -> vpb.Dimension:
         negative_pole=d.negative_pole,
         positive_pole=d.positive_pole,
         description=d.description,
-        create_time=_timestamp(record.created_at),
+        create_time=timestamp(record.created_at),
     )
 
 
@@ -54,7 +47,7 @@ def vector_set_to_proto(record: VectorSetRecord, with_file: bool = False) -> vpb
         dataset_hash=meta["dataset_hash"],
         labels=record.labels,
         author=record.author,
-        create_time=_timestamp(record.created_at),
+        create_time=timestamp(record.created_at),
         status=vpb.VECTOR_SET_STATUS_DELETED if record.status == DELETED else vpb.VECTOR_SET_STATUS_ACTIVE,
         aliases=record.aliases,
         vectors_sha256=record.vectors_sha256,
@@ -70,7 +63,7 @@ def alias_to_proto(record: AliasRecord) -> vpb.Alias:
         dimension=record.dimension,
         model_digest=record.model_digest,
         version=record.version,
-        update_time=_timestamp(record.updated_at),
+        update_time=timestamp(record.updated_at),
         updated_by=record.updated_by,
     )
 

@@ -7,7 +7,7 @@ import time
 from typing import Protocol
 
 from steerlab.serving.errors import UnavailableError
-from steerlab.steering.datasets import BUILTIN_DIMENSIONS, Dimension, builtin_dataset
+from steerlab.steering.datasets import Dimension, builtin_dimensions
 
 
 class DimensionCatalog(Protocol):
@@ -20,11 +20,7 @@ class StaticCatalog:
     """A fixed set of dimensions (the built-in five by default): the embedded default and tests."""
 
     def __init__(self, dimensions: list[Dimension] | None = None) -> None:
-        chosen = (
-            dimensions
-            if dimensions is not None
-            else [builtin_dataset(n).dimension for n in BUILTIN_DIMENSIONS]
-        )
+        chosen = dimensions if dimensions is not None else builtin_dimensions()
         self._dimensions = {d.name: d for d in chosen}
 
     def dimensions(self, refresh: bool = False) -> dict[str, Dimension]:

@@ -23,14 +23,13 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from steerlab.evaluation.embedding import SentenceEmbedder
-from steerlab.steering.datasets import BUILTIN_DIMENSIONS, Dimension, builtin_dataset
+from steerlab.steering.datasets import Dimension, builtin_dimensions, package_data_file
 
 from .state import PreferenceUpdate, StrengthChange, clip_strength
 
@@ -57,8 +56,8 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _feedback_file(name: str) -> dict[str, Any] | None:
-    path = resources.files("steerlab") / "data" / "feedback" / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    path = package_data_file("feedback", f"{name}.json")
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def pole_requests(dimension: Dimension) -> dict[str, list[str]]:
@@ -106,7 +105,7 @@ class FeedbackInterpreter:
         neutral = _feedback_file("neutral")
         assert neutral is not None, "data/feedback/neutral.json is missing from the package"
         self._neutral = self._embed(neutral["sentences"])
-        self._builtin = [builtin_dataset(name).dimension for name in BUILTIN_DIMENSIONS]
+        self._builtin = builtin_dimensions()
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         return self._embedder.embed(texts).numpy()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
-from datetime import datetime
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from steerlab.serving.errors import InvalidArgumentError
+from steerlab.serving.messages import timestamp
 from steerlab.v1 import sessions_pb2 as pb
 from steerlab.v1 import sessions_pb2_grpc
 
@@ -33,7 +32,6 @@ from .state import (
 )
 
 SERVICE_NAME = "steerlab.v1.SessionService"
-_T = TypeVar("_T")
 
 MODES = {
     pb.INTERFACE_MODE_SELECT: SELECT,
@@ -46,12 +44,6 @@ ROLE_VALUES = {name: value for value, name in ROLES.items()}
 RATINGS = {pb.RATING_THUMBS_UP: THUMBS_UP, pb.RATING_THUMBS_DOWN: THUMBS_DOWN}
 RATING_VALUES = {name: value for value, name in RATINGS.items()}
 SIDES = {pb.SIDE_LEFT: calibrate.LEFT, pb.SIDE_RIGHT: calibrate.RIGHT}
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def _enum(mapping: Mapping[Any, str], value: int, what: str) -> str:
@@ -98,7 +90,7 @@ def turn_to_proto(turn: Turn) -> pb.Turn:
         index=turn.index,
         role=ROLE_VALUES[turn.role],
         text=turn.text,
-        create_time=_timestamp(turn.created_at),
+        create_time=timestamp(turn.created_at),
         steering=[pb.SteeringUsed(**vars(s)) for s in turn.steering],
         rating=RATING_VALUES.get(turn.rating or "", pb.RATING_UNSPECIFIED),
     )
@@ -116,8 +108,8 @@ def session_to_proto(session: Session, turns: list[Turn] | None = None) -> pb.Se
         mode=MODE_VALUES[session.mode],
         strengths=session.strengths,
         revision=session.revision,
-        create_time=_timestamp(session.created_at),
-        update_time=_timestamp(session.updated_at),
+        create_time=timestamp(session.created_at),
+        update_time=timestamp(session.updated_at),
         learning_rate=session.learning_rate,
         turn_count=session.turn_count,
         turns=[turn_to_proto(t) for t in turns or []],
@@ -133,13 +125,9 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     def __init__(self, manager: SessionManager) -> None:
         self.manager = manager
 
-    @staticmethod
-    async def _run(function: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.to_thread(function, *args)
-
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext) -> Any:
         mode = SELECT if request.mode == pb.INTERFACE_MODE_UNSPECIFIED else _enum(MODES, request.mode, "mode")
-        session = await self._run(
+        session = await asyncio.to_thread(
             self.manager.create,
             request.tenant,
             request.user_id,
@@ -156,10 +144,10 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             turns = self.manager.store.turns(request.session_id) if request.include_turns else None
             return session_to_proto(session, turns)
 
-        return pb.GetSessionResponse(session=await self._run(read))
+        return pb.GetSessionResponse(session=await asyncio.to_thread(read))
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext) -> Any:
-        sessions, token = await self._run(
+        sessions, token = await asyncio.to_thread(
             self.manager.store.list,
             request.tenant or "default",
             request.user_id,
@@ -171,15 +159,14 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         )
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext) -> Any:
-        await self._run(self.manager.store.get, request.session_id)  # NOT_FOUND for an unknown id
-        await self._run(self.manager.store.delete, request.session_id)
+        await asyncio.to_thread(self.manager.store.delete, request.session_id)
         return pb.DeleteSessionResponse()
 
     async def UpdatePreferences(
         self, request: pb.UpdatePreferencesRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         mode = None if request.mode == pb.INTERFACE_MODE_UNSPECIFIED else _enum(MODES, request.mode, "mode")
-        session = await self._run(
+        session = await asyncio.to_thread(
             self.manager.select, request.session_id, dict(request.strengths), mode, request.expected_revision
         )
         return pb.UpdatePreferencesResponse(session=session_to_proto(session))
@@ -190,7 +177,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             SteeringUsed(s.dimension, s.vector_set_version, s.model_digest, s.strength)
             for s in request.steering
         ]
-        turn, session = await self._run(
+        turn, session = await asyncio.to_thread(
             self.manager.append_turn, request.session_id, role, request.text, steering
         )
         return pb.AppendTurnResponse(turn=turn_to_proto(turn), session=session_to_proto(session))
@@ -199,7 +186,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         rating = _enum(RATINGS, request.rating, "rating")
-        session, update = await self._run(
+        session, update = await asyncio.to_thread(
             self.manager.feedback, request.session_id, request.turn_index, rating, request.comment
         )
         return pb.SubmitFeedbackResponse(update=update_to_proto(update), session=session_to_proto(session))
@@ -207,7 +194,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def StartCalibration(
         self, request: pb.StartCalibrationRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        session = await self._run(
+        session = await asyncio.to_thread(
             self.manager.start_calibration,
             request.session_id,
             list(request.dimensions),
@@ -220,7 +207,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self, request: pb.ChooseComparisonRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         side = _enum(SIDES, request.choice, "choice")
-        session = await self._run(
+        session = await asyncio.to_thread(
             self.manager.choose, request.session_id, request.dimension, request.round, side
         )
         return pb.ChooseComparisonResponse(
@@ -230,5 +217,5 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def GetCalibration(
         self, request: pb.GetCalibrationRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        calibration = await self._run(self.manager.calibration, request.session_id)
+        calibration = await asyncio.to_thread(self.manager.calibration, request.session_id)
         return pb.GetCalibrationResponse(calibration=calibration_to_proto(calibration))

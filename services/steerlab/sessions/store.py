@@ -21,7 +21,6 @@ from steerlab.storage import Cursor, Database, migrate, pages
 from .schema import COMPONENT, MIGRATIONS
 from .state import (
     ASSISTANT,
-    MODES,
     USER,
     Calibration,
     PreferenceUpdate,
@@ -64,9 +63,7 @@ class SessionStore:
         strengths: dict[str, float],
         learning_rate: float,
     ) -> Session:
-        """A new session; ``strengths`` must already be validated."""
-        if mode not in MODES:
-            raise InvalidArgumentError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+        """A new session; ``mode`` and ``strengths`` must already be validated (the manager does)."""
         now = datetime.now(UTC)
         session = Session(
             id=uuid.uuid4().hex,
@@ -162,9 +159,10 @@ class SessionStore:
         steering: Sequence[SteeringUsed] = (),
         change: Callable[[Session], tuple[Session, PreferenceUpdate | None]] | None = None,
     ) -> tuple[Turn, Session]:
-        """Add a turn (index = previous count + 1), with the session change it caused, atomically."""
-        if role not in (USER, ASSISTANT):
-            raise InvalidArgumentError("a turn's role must be user or assistant")
+        """Add a turn (index = previous count + 1), with the session change it caused, atomically.
+
+        ``role`` must already be user or assistant (the manager checks).
+        """
         if not text.strip():
             raise InvalidArgumentError("a turn needs text")
         if len(text) > MAX_TURN_CHARACTERS:

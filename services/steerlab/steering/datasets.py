@@ -212,7 +212,8 @@ def load_dataset(path: str | Path) -> ContrastiveDataset:
     return parse_dataset(text.splitlines(), str(path))
 
 
-def _data_file(*parts: str) -> Path:
+def package_data_file(*parts: str) -> Path:
+    """A file shipped under ``steerlab/data/`` (datasets, evaluation sets, LEARN's examples)."""
     return Path(str(resources.files("steerlab").joinpath("data", *parts)))
 
 
@@ -222,7 +223,12 @@ def builtin_dataset(name: str) -> ContrastiveDataset:
         raise DatasetError(
             f"unknown dimension {name!r}; built-in dimensions: {', '.join(BUILTIN_DIMENSIONS)}"
         )
-    return load_dataset(_data_file("dimensions", f"{name}.jsonl"))
+    return load_dataset(package_data_file("dimensions", f"{name}.jsonl"))
+
+
+def builtin_dimensions() -> list[Dimension]:
+    """The five built-in dimensions, in their usual order."""
+    return [builtin_dataset(name).dimension for name in BUILTIN_DIMENSIONS]
 
 
 @dataclass(frozen=True)
@@ -239,7 +245,7 @@ class EvaluationSet:
 
 def builtin_evaluation_set(name: str) -> EvaluationSet:
     builtin_dataset(name)  # validates the name
-    data = json.loads(_data_file("eval", f"{name}.json").read_text(encoding="utf-8"))
+    data = json.loads(package_data_file("eval", f"{name}.json").read_text(encoding="utf-8"))
     return EvaluationSet(
         prompts=tuple(data["prompts"]),
         reference={pole: tuple(texts) for pole, texts in data["reference"].items()},
