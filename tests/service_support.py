@@ -37,21 +37,30 @@ def make_vector_set(
     model_name: str = "tiny-a",
     layers: int = 4,
     hidden: int = 8,
+    model: ModelFingerprint | None = None,
+    selected_layers: tuple[int, ...] = (1, 2),
+    alpha_max: float | None = None,
 ) -> VectorSet:
-    """A valid vector set with random unit directions (no model needed); a name means a built-in dimension."""
+    """A valid vector set with random unit directions; a name means a built-in dimension.
+
+    Without ``model`` it belongs to a made-up model of ``layers`` x ``hidden``; with one
+    (e.g. ``lm.fingerprint``) it can steer that model.
+    """
+    if model is not None:
+        layers, hidden, digest = model.num_layers, model.hidden_size, model.weights_digest
     generator = torch.Generator().manual_seed(seed)
     directions = torch.randn(layers, hidden, generator=generator)
     return VectorSet(
         dimension=builtin_dataset(dimension).dimension if isinstance(dimension, str) else dimension,
         directions=directions / directions.norm(dim=-1, keepdim=True),
-        selected_layers=(1, 2),
+        selected_layers=selected_layers,
         layer_scores=tuple(LayerScore(i, 0.9, 0.95) for i in range(layers)),
-        alpha_max=0.5 + seed,
+        alpha_max=0.5 + seed if alpha_max is None else alpha_max,
         site="norm",
         method="logistic",
         parameters={"num_tokens": 32, "seed": seed},
         dataset_hash="f" * 64,
-        model=ModelFingerprint("llama", layers, hidden, 100, digest),
+        model=model or ModelFingerprint("llama", layers, hidden, 100, digest),
         library_version="0.1.0",
         created_at="2026-11-27T00:00:00+00:00",
         model_name=model_name,

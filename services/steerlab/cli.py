@@ -10,10 +10,11 @@ import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .inference.cli import add_commands as add_inference_commands
 from .registry.cli import add_commands as add_registry_commands
 from .sessions.cli import add_commands as add_session_commands
 
-MODEL_COMMANDS = ("extract", "generate", "demo")  # the rest stay fast: no torch, no transformers
+MODEL_COMMANDS = ("extract", "generate", "demo", "inference")  # the rest stay fast: no torch, no transformers
 STEER_PATTERN = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*)=(?P<pct>[+-]?\d+(\.\d+)?)%?$")
 
 
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_registry_commands(commands)
     add_session_commands(commands)
+    add_inference_commands(commands)
     return parser
 
 

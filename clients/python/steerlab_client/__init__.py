@@ -9,7 +9,16 @@ with RegistryClient("localhost:50051") as registry:
 """
 
 from .errors import ClientError
+from .inference import Answer, InferenceClient
 from .registry import RegistryClient, VectorSetRef, parse_vector_set_ref
 from .sessions import SessionClient
 
-__all__ = ["ClientError", "RegistryClient", "SessionClient", "VectorSetRef", "parse_vector_set_ref"]
+__all__ = [
+    "Answer",
+    "ClientError",
+    "InferenceClient",
+    "RegistryClient",
+    "SessionClient",
+    "VectorSetRef",
+    "parse_vector_set_ref",
+]

@@ -80,7 +80,7 @@ def _serve(args: argparse.Namespace) -> None:
     settings = RegistrySettings.from_env(args.database_url, args.host, args.port, args.metrics_port)
     server, store = build_registry_server(settings)
     try:
-        serve_from_command_line(server, "registry", store.database.description)
+        serve_from_command_line(server, "registry", f"database {store.database.description}")
     finally:
         store.close()
 

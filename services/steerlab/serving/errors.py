@@ -47,6 +47,12 @@ class AbortedError(ServiceError):
     status = "ABORTED"
 
 
+class ResourceExhaustedError(ServiceError):
+    """The service is at capacity (queue full, budget spent); retry later."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
 class DataLossError(ServiceError):
     """Stored data failed its checksum: it is reported, never served."""
 
@@ -57,6 +63,14 @@ class UnavailableError(ServiceError):
     """A backing store or worker cannot be reached; retrying later may succeed."""
 
     status = "UNAVAILABLE"
+
+
+def error_for_status(status: str, message: str) -> ServiceError:
+    """The error to raise for a status another service returned (by code name)."""
+    for kind in ServiceError.__subclasses__():
+        if kind.status == status:
+            return kind(message)
+    return UnavailableError(message)
 
 
 # The core's errors, most specific first.

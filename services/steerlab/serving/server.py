@@ -57,16 +57,16 @@ class ServerSettings:
         prefix = f"STEERLAB_{service.upper()}_"
         metrics_env = os.environ.get(prefix + "METRICS_PORT", "")
         if metrics_port is None and metrics_env != "off":
-            metrics_port = _int_env(prefix + "METRICS_PORT", default_metrics_port)
+            metrics_port = int_env(prefix + "METRICS_PORT", default_metrics_port)
         return cls(
             host=host or os.environ.get(prefix + "HOST") or "127.0.0.1",
-            port=port if port is not None else _int_env(prefix + "PORT", default_port),
+            port=port if port is not None else int_env(prefix + "PORT", default_port),
             metrics_port=metrics_port,
-            max_message_bytes=_int_env("STEERLAB_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
+            max_message_bytes=int_env("STEERLAB_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
         )
 
 
-def _int_env(name: str, default: int) -> int:
+def int_env(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
     if not raw:
         return default
@@ -91,10 +91,16 @@ class GrpcServer:
     The grpc.aio server is created in ``start`` because it binds to the running event loop.
     """
 
-    def __init__(self, services: Sequence[ServiceBinding], settings: ServerSettings) -> None:
+    def __init__(
+        self,
+        services: Sequence[ServiceBinding],
+        settings: ServerSettings,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
         self.settings = settings
         self.services = tuple(services)
-        self.metrics_registry = CollectorRegistry()
+        # Pass a registry to export a service's own metrics beside the per-method ones.
+        self.metrics_registry = metrics_registry or CollectorRegistry()
         self._metrics = {
             s.name: RpcMetrics(short_service_name(s.name), self.metrics_registry) for s in services
         }
@@ -185,7 +191,7 @@ def add_serve_command(commands: Any, service: str, help_text: str, port: int, me
     return serve
 
 
-def serve_from_command_line(server: GrpcServer, name: str, database: str) -> None:
+def serve_from_command_line(server: GrpcServer, name: str, details: str) -> None:
     """What ``steerlab <service> serve`` does: log, announce one line when ready, serve until signalled."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = server.settings
@@ -193,8 +199,7 @@ def serve_from_command_line(server: GrpcServer, name: str, database: str) -> Non
     def announce() -> None:
         metrics = f"http://{settings.host}:{server.metrics_port}/metrics" if server.metrics_port else "off"
         print(
-            f"steerlab {name} serving on {settings.host}:{server.port} "
-            f"(database {database}; metrics {metrics})",
+            f"steerlab {name} serving on {settings.host}:{server.port} ({details}; metrics {metrics})",
             flush=True,
         )
 

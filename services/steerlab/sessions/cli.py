@@ -29,6 +29,6 @@ def _serve(args: argparse.Namespace) -> None:
     )
     server, manager = build_session_server(settings)
     try:
-        serve_from_command_line(server, "sessions", manager.store.database.description)
+        serve_from_command_line(server, "sessions", f"database {manager.store.database.description}")
     finally:
         manager.store.close()

@@ -1,0 +1,169 @@
+"""Running the inference service: settings from flags and ``STEERLAB_*`` variables, and the server."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from prometheus_client import CollectorRegistry
+
+from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
+from steerlab.serving.server import int_env
+from steerlab.steering.models import load_model
+from steerlab.storage import open_database, resolve_database_url
+from steerlab.v1 import inference_pb2_grpc
+
+from .engine import EngineSettings, InferenceEngine
+from .metrics import InferenceMetrics
+from .runner import ModelRunner
+from .service import SERVICE_NAME, InferenceServicer, SessionLink
+from .vectors import RegistrySource, StoreSource, VectorSetCache, VectorSource
+
+DEFAULT_PORT = 50053
+DEFAULT_METRICS_PORT = 9466
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    model: str = "smollm2-135m"
+    # Vector sets: a registry HOST:PORT, or (empty) the registry's store in database_url.
+    registry: str = ""
+    database_url: str = field(default_factory=resolve_database_url)
+    # A session service HOST:PORT for requests that name a session; empty: none.
+    sessions: str = ""
+    tensor_parallel: int = 1
+    device: str = "auto"  # "auto": the GPU when there is one
+    dtype: str = "auto"  # "auto": bfloat16 on a GPU, float32 on the CPU
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    default_max_new_tokens: int = 256
+    resolve_ttl_s: float = 2.0
+    server: ServerSettings = field(
+        default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
+    )
+
+    @classmethod
+    def from_env(
+        cls,
+        model: str | None = None,
+        registry: str | None = None,
+        sessions: str | None = None,
+        database_url: str | None = None,
+        tensor_parallel: int | None = None,
+        max_batch: int | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        metrics_port: int | None = None,
+    ) -> InferenceSettings:
+        """Flags win over ``STEERLAB_MODEL``, ``STEERLAB_REGISTRY``, ``STEERLAB_SESSIONS``,
+        ``STEERLAB_TENSOR_PARALLEL``, ``STEERLAB_MAX_BATCH``, ``STEERLAB_MAX_BATCH_TOKENS``,
+        ``STEERLAB_MAX_QUEUE``, ``STEERLAB_DEVICE``, ``STEERLAB_DTYPE`` and the
+        ``STEERLAB_INFERENCE_*`` server variables."""
+        engine = EngineSettings(
+            max_batch=max_batch or int_env("STEERLAB_MAX_BATCH", EngineSettings.max_batch),
+            max_batch_tokens=int_env("STEERLAB_MAX_BATCH_TOKENS", EngineSettings.max_batch_tokens),
+            max_queue=int_env("STEERLAB_MAX_QUEUE", EngineSettings.max_queue),
+            max_new_tokens=int_env("STEERLAB_MAX_NEW_TOKENS", EngineSettings.max_new_tokens),
+        )
+        return cls(
+            model=model or os.environ.get("STEERLAB_MODEL", "smollm2-135m"),
+            registry=registry if registry is not None else os.environ.get("STEERLAB_REGISTRY", ""),
+            sessions=sessions if sessions is not None else os.environ.get("STEERLAB_SESSIONS", ""),
+            database_url=resolve_database_url(database_url),
+            tensor_parallel=tensor_parallel or int_env("STEERLAB_TENSOR_PARALLEL", 1),
+            device=os.environ.get("STEERLAB_DEVICE", "auto"),
+            dtype=os.environ.get("STEERLAB_DTYPE", "auto"),
+            engine=engine,
+            server=ServerSettings.from_env(
+                "inference",
+                DEFAULT_PORT,
+                DEFAULT_METRICS_PORT,
+                host=host,
+                port=port,
+                metrics_port=metrics_port,
+            ),
+        )
+
+    def torch_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if self.torch_device().startswith("cuda") else torch.float32
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        return DTYPES[self.dtype]
+
+    def describe_vectors(self) -> str:
+        return (
+            f"vectors from registry {self.registry}" if self.registry else f"vectors from {self.database_url}"
+        )
+
+
+@dataclass
+class InferenceServer:
+    """The gRPC server and what it owns; ``close()`` after the server has stopped."""
+
+    server: GrpcServer
+    engine: InferenceEngine
+    source: VectorSource
+
+    def close(self) -> None:
+        self.engine.stop()
+        closer = getattr(self.source, "close", None)
+        if closer is not None:
+            closer()
+
+
+def load_runner(settings: InferenceSettings) -> ModelRunner:
+    """The model on this process's device, wrapped for serving (tensor parallel when asked)."""
+    if settings.tensor_parallel > 1:
+        from .distributed import start_tensor_parallel
+
+        return start_tensor_parallel(settings)
+    return ModelRunner(
+        load_model(settings.model, dtype=settings.torch_dtype(), device=settings.torch_device())
+    )
+
+
+def vector_source(settings: InferenceSettings) -> VectorSource:
+    if settings.registry:
+        from steerlab_client import RegistryClient
+
+        return RegistrySource(RegistryClient(settings.registry, timeout_s=10.0))
+    from steerlab.registry.store import RegistryStore
+
+    return StoreSource(RegistryStore(open_database(settings.database_url)))
+
+
+def build_inference_server(settings: InferenceSettings, runner: ModelRunner | None = None) -> InferenceServer:
+    """Load the model (unless ``runner`` is given), start the engine, and build the server."""
+    runner = runner or load_runner(settings)
+    registry = CollectorRegistry()
+    metrics = InferenceMetrics(registry)
+    engine = InferenceEngine(runner, settings.engine, metrics).start()
+    source = vector_source(settings)
+    lm = runner.lm
+    vectors = VectorSetCache(
+        source,
+        lm.fingerprint,
+        runner.device,
+        runner.dtype,
+        resolve_ttl_s=settings.resolve_ttl_s,
+        metrics=metrics,
+    )
+    sessions = None
+    if settings.sessions:
+        from steerlab_client import SessionClient
+
+        sessions = SessionLink(SessionClient(settings.sessions, timeout_s=30.0), lm.name)
+    servicer = InferenceServicer(
+        engine, vectors, sessions, settings.default_max_new_tokens, settings.tensor_parallel
+    )
+    binding = ServiceBinding(
+        SERVICE_NAME, servicer, inference_pb2_grpc.add_InferenceServiceServicer_to_server
+    )
+    return InferenceServer(GrpcServer([binding], settings.server, registry), engine, source)

@@ -1,0 +1,247 @@
+"""The gRPC face of the inference service: requests become engine requests, events become messages."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from steerlab.serving.errors import FailedPreconditionError, InvalidArgumentError, error_for_status
+from steerlab.steering.apply import check_strength
+from steerlab.steering.chat import Message, encode_prompt
+from steerlab.steering.generation import Sampling
+from steerlab.v1 import inference_pb2 as pb
+from steerlab.v1 import inference_pb2_grpc
+from steerlab.v1 import sessions_pb2 as spb
+from steerlab.v1 import vectors_pb2 as vpb
+
+from .engine import Failed, Finished, GenerationRequest, InferenceEngine, TextDelta
+from .steering import AppliedStrength, fold_mix
+from .vectors import Pin, VectorSetCache
+
+if TYPE_CHECKING:
+    from steerlab_client import SessionClient
+
+SERVICE_NAME = "steerlab.v1.InferenceService"
+ROLES = ("system", "user", "assistant")
+FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What to answer and with which strengths, after the session (if any) has been read."""
+
+    messages: list[Message]
+    strengths: dict[str, float]
+    session_id: str = ""
+
+
+class SessionLink:
+    """Reads a session's history and strengths, and appends turns to it, over gRPC."""
+
+    def __init__(self, client: SessionClient, model_name: str) -> None:
+        self.client = client
+        self.model_name = model_name
+
+    def begin(self, session_id: str, user_texts: Sequence[str]) -> Conversation:
+        """Append the user's new message(s) (LEARN may move strengths), then read the session."""
+        for text in user_texts:
+            self._call(self.client.add_user_turn, session_id, text)
+        session = self._call(self.client.get, session_id, include_turns=True)
+        if session.model and session.model != self.model_name:
+            raise FailedPreconditionError(
+                f"session {session_id} answers with model {session.model!r}; "
+                f"this server runs {self.model_name!r}"
+            )
+        roles = {spb.ROLE_USER: "user", spb.ROLE_ASSISTANT: "assistant"}
+        messages: list[Message] = [{"role": roles[turn.role], "content": turn.text} for turn in session.turns]
+        return Conversation(messages, dict(session.strengths), session_id)
+
+    def record(
+        self, session_id: str, text: str, applied: Sequence[AppliedStrength], model_digest: str
+    ) -> int:
+        used = [
+            spb.SteeringUsed(
+                dimension=a.dimension,
+                vector_set_version=a.version,
+                model_digest=model_digest,
+                strength=a.percent,
+            )
+            for a in applied
+        ]
+        return int(self._call(self.client.add_assistant_turn, session_id, text, used).turn.index)
+
+    @staticmethod
+    def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
+        from steerlab_client import ClientError
+
+        try:
+            return method(*args, **kwargs)
+        except ClientError as exc:
+            raise error_for_status(exc.code.name, f"session service: {exc.message}") from exc
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
+    def __init__(
+        self,
+        engine: InferenceEngine,
+        vectors: VectorSetCache,
+        sessions: SessionLink | None = None,
+        default_max_new_tokens: int = 256,
+        tensor_parallel: int = 1,
+    ) -> None:
+        self.engine = engine
+        self.vectors = vectors
+        self.sessions = sessions
+        self.default_max_new_tokens = default_max_new_tokens
+        self.tensor_parallel = tensor_parallel
+        self.lm = engine.runner.lm
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + remaining if remaining is not None else None
+        conversation, generation = await asyncio.to_thread(self._prepare, request, deadline)
+        async for event in self.engine.stream(generation):
+            if isinstance(event, TextDelta):
+                yield pb.GenerateResponse(text_delta=event.text)
+            elif isinstance(event, Failed):
+                raise event.error
+            elif isinstance(event, Finished) and event.reason in FINISH_REASONS:
+                turn_index = 0
+                if conversation.session_id and self.sessions is not None:
+                    turn_index = await asyncio.to_thread(
+                        self.sessions.record,
+                        conversation.session_id,
+                        event.text,
+                        event.applied,
+                        self.lm.fingerprint.weights_digest,
+                    )
+                yield pb.GenerateResponse(done=_done(event, turn_index))
+
+    async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> Any:
+        fingerprint = self.lm.fingerprint
+        return pb.GetModelResponse(
+            name=self.lm.name,
+            fingerprint=vpb.ModelFingerprint(**fingerprint.to_dict()),
+            context_length=self.engine.context_length,
+            tensor_parallel=self.tensor_parallel,
+            max_batch=self.engine.settings.max_batch,
+            max_new_tokens=self.engine.settings.max_new_tokens,
+            device=str(self.engine.runner.device),
+            dtype=str(self.engine.runner.dtype).removeprefix("torch."),
+        )
+
+    # -- turning a request into an engine request (runs in a worker thread) -------------------
+
+    def _prepare(
+        self, request: pb.GenerateRequest, deadline: float | None
+    ) -> tuple[Conversation, GenerationRequest]:
+        sampling = _sampling(request.sampling)
+        max_new_tokens = request.sampling.max_new_tokens or self.default_max_new_tokens
+        # Checked before a session is touched, so a refused request records no turn.
+        self.engine.check_options(max_new_tokens, request.sampling.stop)
+        for name, percent in request.steering.strengths.items():
+            check_strength(name, percent)
+        pins = {name: _pin(name, pin) for name, pin in request.steering.pins.items()}
+        conversation = self._conversation(request)
+        mix = self.vectors.resolve_all(conversation.strengths, pins)
+        prompt = encode_prompt(self.lm.tokenizer, conversation.messages)
+        if conversation.session_id:
+            prompt = self._fit_history(conversation.messages, prompt, max_new_tokens)
+        return conversation, GenerationRequest(
+            prompt=prompt,
+            steering=fold_mix(mix),
+            sampling=sampling,
+            max_new_tokens=max_new_tokens,
+            stop=tuple(request.sampling.stop),
+            deadline=deadline,
+        )
+
+    def _conversation(self, request: pb.GenerateRequest) -> Conversation:
+        messages = [_message(m) for m in request.messages]
+        if not request.session_id:
+            if not messages:
+                raise InvalidArgumentError("send at least one message, or a session_id")
+            return Conversation(messages, dict(request.steering.strengths))
+        if self.sessions is None:
+            raise FailedPreconditionError(
+                "this inference server has no session service; start it with --sessions HOST:PORT"
+            )
+        if request.steering.strengths:
+            raise InvalidArgumentError(
+                "with a session_id, strengths come from the session; change them there (UpdatePreferences)"
+            )
+        if not messages or any(m["role"] != "user" for m in messages):
+            raise InvalidArgumentError("with a session_id, send the user's new message(s), role 'user'")
+        return self.sessions.begin(request.session_id, [m["content"] for m in messages])
+
+    def _fit_history(self, messages: list[Message], prompt: list[int], max_new_tokens: int) -> list[int]:
+        """A long session drops its oldest turns until the prompt fits the context."""
+        budget = self.engine.context_length - max_new_tokens
+        while len(prompt) > budget and len(messages) > 1:
+            messages = messages[1:]
+            prompt = encode_prompt(self.lm.tokenizer, messages)
+        return prompt
+
+
+def _message(message: pb.ChatMessage) -> Message:
+    role = message.role or "user"
+    if role not in ROLES:
+        raise InvalidArgumentError(f"message role must be one of {', '.join(ROLES)}, got {message.role!r}")
+    return {"role": role, "content": message.content}
+
+
+def _sampling(params: pb.SamplingParams) -> Sampling:
+    if not math.isfinite(params.top_p) or params.top_p < 0:
+        raise InvalidArgumentError(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.max_new_tokens < 0:
+        raise InvalidArgumentError(f"max_new_tokens must be >= 0, got {params.max_new_tokens}")
+    sampling = Sampling(
+        temperature=params.temperature,
+        top_p=params.top_p or 1.0,
+        top_k=params.top_k,
+        seed=params.seed if params.HasField("seed") else None,
+    )
+    sampling.validate()
+    return sampling
+
+
+def _pin(name: str, pin: pb.VectorSetPin) -> Pin:
+    target = pin.WhichOneof("target")
+    if target == "version":
+        if pin.version < 1:
+            raise InvalidArgumentError(f"pinned version of {name!r} must be >= 1, got {pin.version}")
+        return Pin(version=pin.version)
+    if target == "alias":
+        return Pin(alias=pin.alias)
+    return Pin()
+
+
+def _done(event: Finished, turn_index: int) -> pb.GenerationDone:
+    return pb.GenerationDone(
+        finish_reason=FINISH_REASONS[event.reason],
+        prompt_tokens=event.prompt_tokens,
+        completion_tokens=event.completion_tokens,
+        queue_seconds=event.queued_s,
+        time_to_first_token_seconds=event.time_to_first_token_s,
+        total_seconds=event.total_s,
+        applied=[_applied(a) for a in event.applied],
+        text=event.text,
+        session_turn_index=turn_index,
+    )
+
+
+def _applied(applied: AppliedStrength) -> pb.AppliedSteering:
+    return pb.AppliedSteering(
+        dimension=applied.dimension,
+        vector_set_version=applied.version,
+        strength=applied.percent,
+        alpha=applied.alpha,
+    )

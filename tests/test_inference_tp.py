@@ -1,0 +1,107 @@
+"""Tensor parallelism: `steerlab inference serve --tensor-parallel 2` answers exactly as one rank does.
+
+Two DeepSpeed AutoTP ranks on the CPU (gloo), a small random Llama, over gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from service_support import ServerThread, ServiceProcess, free_port, make_vector_set, open_store
+from steerlab_client import InferenceClient
+
+from steerlab.inference.server import InferenceSettings, build_inference_server
+from steerlab.serving import ServerSettings
+from steerlab.steering import load_model
+
+REQUESTS: list[dict[str, Any]] = [
+    {"messages": "Plan a dinner in Rome.", "strengths": {}},
+    {"messages": "Plan a dinner in Rome.", "strengths": {"cost": 90}},
+    {"messages": "What should I read next?", "strengths": {"cost": -50, "age": 70}},
+    {"messages": "Say hello.", "strengths": {"age": -100}, "temperature": 0.9, "seed": 5},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        initializer_range=0.2,
+    )
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tf.LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('tp-registry') / 'steerlab.db'}"
+    fingerprint = load_model(str(tiny_model_dir)).fingerprint
+    store = open_store(url)
+    for seed, dimension in enumerate(("cost", "age")):
+        store.create_vector_set(
+            make_vector_set(dimension, seed=seed, model=fingerprint, selected_layers=(1, 2), alpha_max=4.0)
+        )
+    store.close()
+    return url
+
+
+def answers(target: str) -> list[tuple[str, list[tuple[str, int, float]]]]:
+    def ask(options: dict[str, Any]) -> tuple[str, list[tuple[str, int, float]]]:
+        with InferenceClient(target) as client:
+            answer = client.generate(max_new_tokens=16, **options)
+        return answer.text, [(a.dimension, a.vector_set_version, a.strength) for a in answer.done.applied]
+
+    with ThreadPoolExecutor(len(REQUESTS)) as pool:  # all in flight together: one shared batch
+        return list(pool.map(ask, REQUESTS))
+
+
+@pytest.fixture(scope="module")
+def one_rank(tiny_model_dir: Path, database_url: str) -> Iterator[ServerThread]:
+    settings = InferenceSettings(
+        model=str(tiny_model_dir), database_url=database_url, server=ServerSettings(port=0, metrics_port=0)
+    )
+    served = build_inference_server(settings)
+    running = ServerThread(server=served.server, closing=served.close)
+    yield running
+    running.stop()
+
+
+def test_two_ranks_answer_exactly_as_one(
+    tiny_model_dir: Path, database_url: str, one_rank: ServerThread, tmp_path: Path
+) -> None:
+    expected = answers(one_rank.target)
+    assert len({text for text, _ in expected}) == len(REQUESTS), "steering and sampling must change answers"
+
+    served = ServiceProcess(
+        "inference",
+        database_url,
+        tmp_path,
+        free_port(),
+        "--model",
+        str(tiny_model_dir),
+        "--tensor-parallel",
+        "2",
+    )
+    try:
+        with InferenceClient(served.target) as client:
+            assert client.get_model().tensor_parallel == 2
+        assert answers(served.target) == expected
+        assert answers(served.target) == expected  # and again, on a batch that has changed shape
+    finally:
+        assert served.stop() == 0

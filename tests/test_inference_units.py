@@ -1,0 +1,85 @@
+"""The engine's small parts on hand-made inputs: batched sampling and incremental text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from steerlab.inference.sampler import SamplerRows, sample, uniform_noise
+from steerlab.inference.text import IncrementalDecoder, RowText
+from steerlab.steering.generation import Sampling
+
+
+def rows(*params: tuple[Sampling, int]) -> SamplerRows:
+    return SamplerRows.build(list(params), torch.device("cpu"))
+
+
+def test_noise_is_uniform_and_depends_only_on_seed_and_step() -> None:
+    seeds, steps = torch.tensor([1, 2, 1]), torch.tensor([0, 0, 0])
+    noise = uniform_noise(seeds, steps, 50_000)
+    assert bool(((noise > 0) & (noise < 1)).all())
+    assert torch.equal(noise[0], noise[2]) and not torch.equal(noise[0], noise[1])
+    assert abs(float(noise.mean()) - 0.5) < 0.01 and abs(float((noise < 0.1).float().mean()) - 0.1) < 0.01
+    assert not torch.equal(noise[0], uniform_noise(seeds[:1], torch.tensor([1]), 50_000)[0])
+
+
+def test_sampling_follows_each_rows_parameters() -> None:
+    logits = torch.tensor([[3.0, 2.9, 0.0, -1.0]] * 3)
+    params = rows(
+        (Sampling(), 0),  # greedy
+        (Sampling(temperature=1.0, top_k=1, seed=1), 1),  # top-k 1 is greedy too
+        (Sampling(temperature=1.0, seed=1), 1),
+    )
+    draws = torch.stack([sample(logits, params, torch.full((3,), step)) for step in range(2000)])
+    assert bool((draws[:, 0] == 0).all()) and bool((draws[:, 1] == 0).all())
+    shares = torch.bincount(draws[:, 2], minlength=4).float() / len(draws)
+    expected = logits[0].softmax(-1)
+    assert torch.allclose(shares, expected, atol=0.03), (shares, expected)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    params = rows((Sampling(temperature=1.0, top_p=0.7, seed=3), 3))
+    draws = {int(sample(logits, params, torch.tensor([step]))[0]) for step in range(500)}
+    assert draws == {0, 1}  # 0.5 alone is short of 0.7; 0.5 + 0.3 reaches it
+
+
+class CharTokenizer:
+    """Token i is the i-th character of ``alphabet``; 255 stands for half of a two-byte character."""
+
+    alphabet = "abcdefghijklmnopqrstuvwxyz ."
+
+    def batch_decode(self, batch: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        return ["".join("\ufffd" if t == 255 else self.alphabet[t] for t in row) for row in batch]
+
+
+def feed(decoder: IncrementalDecoder, row: RowText, text: str) -> list[str]:
+    return [decoder.advance([row], [CharTokenizer.alphabet.index(c)])[0] for c in text]
+
+
+def test_text_deltas_add_up_and_stop_strings_never_leak() -> None:
+    decoder = IncrementalDecoder(CharTokenizer())
+    plain = RowText()
+    assert "".join(feed(decoder, plain, "hello there")) == "hello there"
+
+    stopping = RowText(stop=("the end", "xyz"))
+    deltas = feed(decoder, stopping, "a tale. the end")
+    sent = "".join(deltas)
+    assert stopping.stopped and sent == "a tale. " and stopping.text == "a tale. "
+    assert "".join(feed(decoder, RowText(stop=("the end",)), "to the theatre")) == "to the theatre"
+
+
+def test_text_held_back_is_released_when_the_row_finishes() -> None:
+    decoder = IncrementalDecoder(CharTokenizer())
+    row = RowText(stop=("stop",))
+    sent = "".join(feed(decoder, row, "a sto"))
+    assert sent == "a " and decoder.finish(row) == "sto"
+
+
+def test_a_split_character_waits_for_its_second_half() -> None:
+    tokenizer: Any = CharTokenizer()
+    decoder = IncrementalDecoder(tokenizer)
+    row = RowText()
+    assert decoder.advance([row], [0]) == ["a"]
+    assert decoder.advance([row], [255]) == [""]
