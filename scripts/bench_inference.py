@@ -203,8 +203,6 @@ def main() -> None:
         ]
 
     settings = EngineSettings(max_batch=args.batch, max_queue=args.requests + args.batch)
-    engine = InferenceEngine(ModelRunner(lm), settings).start()
-    run_engine(engine, "warm-up", requests(4, True), [0.0] * 4)
     at_once = [0.0] * args.batch
     clock = 0.0
     poisson = []
@@ -212,38 +210,64 @@ def main() -> None:
         poisson.append(clock)
         clock += rng.expovariate(args.arrivals_per_s)
     naive_mixes = [{p.name: rng.uniform(-100, 100) for p in prepared} for _ in range(args.naive_requests)]
-    runs: dict[str, Callable[[], Result]] = {
-        "a": lambda: run_engine(
-            engine, f"(a) engine, {args.batch} concurrent, unsteered", requests(args.batch, False), at_once
-        ),
-        "b": lambda: run_engine(
-            engine,
-            f"(b) engine, {args.batch} concurrent, distinct 5-dim mixes",
-            requests(args.batch, True),
-            at_once,
-        ),
-        "c": lambda: run_engine(
-            engine,
-            f"(c) engine, {args.requests} distinct mixes arriving",
-            requests(args.requests, True),
-            poisson,
-        ),
-        "c_unsteered": lambda: run_engine(
-            engine, "(c') the same arrivals, unsteered", requests(args.requests, False), poisson
-        ),
+
+    def engine_runs(engine: InferenceEngine) -> dict[str, Callable[[], Result]]:
+        return {
+            "a": lambda: run_engine(
+                engine,
+                f"(a) engine, {args.batch} concurrent, unsteered",
+                requests(args.batch, False),
+                at_once,
+            ),
+            "b": lambda: run_engine(
+                engine,
+                f"(b) engine, {args.batch} concurrent, distinct 5-dim mixes",
+                requests(args.batch, True),
+                at_once,
+            ),
+            "c": lambda: run_engine(
+                engine,
+                f"(c) engine, {args.requests} distinct mixes arriving",
+                requests(args.requests, True),
+                poisson,
+            ),
+            "c_unsteered": lambda: run_engine(
+                engine, "(c') the same arrivals, unsteered", requests(args.requests, False), poisson
+            ),
+        }
+
+    hf_runs: dict[str, Callable[[], Result]] = {
         "d": lambda: run_naive(lm, prepared, prompts[: args.naive_requests], naive_mixes, args.new_tokens),
         "e": lambda: run_hf_static(lm, prompts[: args.batch], args.new_tokens),
     }
+
     # This machine's speed drifts by up to +-20% over minutes. Each round runs everything once,
     # back to back; a ratio is taken within each round and the median over rounds is reported.
+    # Every forward runs on the main thread, as in `steerlab inference serve`: the engine's
+    # scheduler owns it while a driver thread submits, then the HF baselines run there.
     rounds: list[dict[str, Result]] = []
     for round_number in range(args.repeats):
         measured: dict[str, Result] = {}
-        for key, run in runs.items():
+        engine = InferenceEngine(ModelRunner(lm), settings)
+
+        def drive(engine: InferenceEngine = engine, measured: dict[str, Result] = measured) -> None:
+            engine.ready.wait()
+            try:
+                run_engine(engine, "warm-up", requests(4, True), [0.0] * 4)
+                for key, run in engine_runs(engine).items():
+                    measured[key] = run()
+            finally:
+                engine.stop()
+
+        driver = threading.Thread(target=drive)
+        driver.start()
+        engine.run_forever()
+        driver.join()
+        for key, run in hf_runs.items():
             measured[key] = run()
-            print(f"round {round_number + 1}: {measured[key].row()}", flush=True)
+        for result in measured.values():
+            print(f"round {round_number + 1}: {result.row()}", flush=True)
         rounds.append(measured)
-    engine.stop()
 
     per_round = [
         {
@@ -255,7 +279,7 @@ def main() -> None:
         for r in rounds
     ]
     ratios = {name: statistics.median(r[name] for r in per_round) for name in per_round[0]}
-    results = {key: max((r[key] for r in rounds), key=lambda result: result.rate) for key in runs}
+    results = {key: max((r[key] for r in rounds), key=lambda result: result.rate) for key in rounds[0]}
     threads = torch.get_num_threads()
     print(
         f"model {args.model}, {args.new_tokens} new tokens per request, greedy, {threads} threads, "

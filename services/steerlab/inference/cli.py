@@ -44,10 +44,9 @@ def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         metrics_port=args.metrics_port,
     )
-    served = build_inference_server(settings)
+    served = build_inference_server(settings, start_engine=False)
     try:
-        serve_from_command_line(
-            served.server, "inference", f"model {settings.model}; {settings.describe_vectors()}"
-        )
+        details = f"model {settings.model}; {settings.describe_vectors()}"
+        serve_from_command_line(served.server, "inference", details, foreground=served.engine)
     finally:
         served.close()

@@ -139,12 +139,20 @@ def vector_source(settings: InferenceSettings) -> VectorSource:
     return StoreSource(RegistryStore(open_database(settings.database_url)))
 
 
-def build_inference_server(settings: InferenceSettings, runner: ModelRunner | None = None) -> InferenceServer:
-    """Load the model (unless ``runner`` is given), start the engine, and build the server."""
+def build_inference_server(
+    settings: InferenceSettings, runner: ModelRunner | None = None, start_engine: bool = True
+) -> InferenceServer:
+    """Load the model (unless ``runner`` is given) and build the server.
+
+    The engine starts on a background thread, unless ``start_engine`` is False: then the caller
+    runs ``engine.run_forever()`` on the thread that loaded the model (the faster choice).
+    """
     runner = runner or load_runner(settings)
     registry = CollectorRegistry()
     metrics = InferenceMetrics(registry)
-    engine = InferenceEngine(runner, settings.engine, metrics).start()
+    engine = InferenceEngine(runner, settings.engine, metrics)
+    if start_engine:
+        engine.start()
     source = vector_source(settings)
     lm = runner.lm
     vectors = VectorSetCache(

@@ -7,9 +7,10 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -191,8 +192,21 @@ def add_serve_command(commands: Any, service: str, help_text: str, port: int, me
     return serve
 
 
-def serve_from_command_line(server: GrpcServer, name: str, details: str) -> None:
-    """What ``steerlab <service> serve`` does: log, announce one line when ready, serve until signalled."""
+class Foreground(Protocol):
+    """Work that must own the main thread (the inference engine): runs until stopped."""
+
+    def run_forever(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def serve_from_command_line(
+    server: GrpcServer, name: str, details: str, foreground: Foreground | None = None
+) -> None:
+    """What ``steerlab <service> serve`` does: log, announce one line when ready, serve until signalled.
+
+    With ``foreground``, gRPC runs on a second thread and ``foreground.run_forever()`` on this
+    one; a signal stops the server gracefully first, then the foreground work.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = server.settings
 
@@ -203,4 +217,38 @@ def serve_from_command_line(server: GrpcServer, name: str, details: str) -> None
             flush=True,
         )
 
-    asyncio.run(run_until_signalled(server, on_started=announce))
+    if foreground is None:
+        asyncio.run(run_until_signalled(server, on_started=announce))
+        return
+    _serve_beside(server, announce, foreground)
+
+
+def _serve_beside(server: GrpcServer, announce: Callable[[], None], foreground: Foreground) -> None:
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    failures: list[BaseException] = []
+
+    async def serve() -> None:
+        try:
+            await server.start()
+            announce()
+            await stop.wait()
+            log.info("stopping")
+            await server.stop()
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            foreground.stop()
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), name="grpc", daemon=True)
+    thread.start()
+    foreground.run_forever()
+    thread.join()
+    loop.close()
+    if failures:
+        raise failures[0]
