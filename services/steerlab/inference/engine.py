@@ -197,9 +197,9 @@ class InferenceEngine:
     def run_forever(self) -> None:
         """Run the scheduler on the calling thread until :meth:`stop`.
 
-        A server calls this from its main thread: forwards run about a quarter faster on the
-        thread that loaded the model than on a second one, whose OpenMP pool libgomp throttles
-        (it stops spin-waiting once more OpenMP threads exist than cores).
+        A server calls this from its main thread: here forwards ran about a quarter faster on
+        the thread that loaded the model than on a second one, most likely because libgomp
+        stops spin-waiting once two OpenMP pools hold more threads than there are cores.
         """
         self._running = True
         self._run()
