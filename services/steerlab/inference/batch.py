@@ -87,9 +87,12 @@ class BatchKV:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self._empty()
+
+    def _empty(self) -> None:
         self.cache = new_cache()
-        self.attention_mask = torch.zeros((0, 0), dtype=torch.long, device=device)
-        self.next_position = torch.zeros(0, dtype=torch.long, device=device)
+        self.attention_mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)
+        self.next_position = torch.zeros(0, dtype=torch.long, device=self.device)
 
     @property
     def rows(self) -> int:
@@ -120,7 +123,7 @@ class BatchKV:
     def retain(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (indices, in order), then drop columns that are padding everywhere."""
         if rows.numel() == 0:
-            self.__init__(self.device)  # type: ignore[misc]
+            self._empty()
             return
         self.attention_mask = self.attention_mask[rows]
         self.next_position = self.next_position[rows]

@@ -354,7 +354,8 @@ class InferenceEngine:
             for i in gone:
                 row = self._rows[i]
                 self._finish(row, "cancelled" if row.handle.cancelled else "deadline")
-            self._retain([i for i in range(len(self._rows)) if i not in set(gone)])
+            leaving = set(gone)
+            self._retain([i for i in range(len(self._rows)) if i not in leaving])
 
     def _admit(self) -> None:
         joining = self._take_admissible()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from steerlab.serving.errors import FailedPreconditionError, InvalidArgumentError, error_for_status
+from steerlab.serving.errors import FailedPreconditionError, InvalidArgumentError, relayed
 from steerlab.steering.apply import check_strength
 from steerlab.steering.chat import Message, encode_prompt
 from steerlab.steering.generation import Sampling
@@ -50,9 +50,10 @@ class SessionLink:
 
     def begin(self, session_id: str, user_texts: Sequence[str]) -> Conversation:
         """Append the user's new message(s) (LEARN may move strengths), then read the session."""
-        for text in user_texts:
-            self._call(self.client.add_user_turn, session_id, text)
-        session = self._call(self.client.get, session_id, include_turns=True)
+        with relayed("session service"):
+            for text in user_texts:
+                self.client.add_user_turn(session_id, text)
+            session = self.client.get(session_id, include_turns=True)
         if session.model and session.model != self.model_name:
             raise FailedPreconditionError(
                 f"session {session_id} answers with model {session.model!r}; "
@@ -74,16 +75,8 @@ class SessionLink:
             )
             for a in applied
         ]
-        return int(self._call(self.client.add_assistant_turn, session_id, text, used).turn.index)
-
-    @staticmethod
-    def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
-        from steerlab_client import ClientError
-
-        try:
-            return method(*args, **kwargs)
-        except ClientError as exc:
-            raise error_for_status(exc.code.name, f"session service: {exc.message}") from exc
+        with relayed("session service"):
+            return int(self.client.add_assistant_turn(session_id, text, used).turn.index)
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):

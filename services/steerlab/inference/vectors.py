@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from steerlab.registry.naming import describe_model
-from steerlab.serving.errors import FailedPreconditionError, NotFoundError, error_for_status
+from steerlab.serving.errors import FailedPreconditionError, NotFoundError, relayed
 from steerlab.steering.models import ModelFingerprint
 from steerlab.steering.vectorset import VectorSet
 
@@ -95,26 +95,18 @@ class RegistrySource:
         return VectorSet.from_bytes(found.file, source=f"registry {dimension} v{version}")
 
     def models_with(self, dimension: str) -> dict[str, str]:
-        from steerlab_client import ClientError
-
-        try:
+        with relayed():
             return {
                 vs.model.weights_digest: vs.model_name
                 for vs in self.client.list_vector_sets(dimension=dimension)
             }
-        except ClientError as exc:
-            raise error_for_status(exc.code.name, exc.message) from exc
 
     def close(self) -> None:
         self.client.close()
 
     def _get(self, dimension: str, digest: str, version: int | None, alias: str | None, with_file: bool):  # type: ignore[no-untyped-def]
-        from steerlab_client import ClientError
-
-        try:
+        with relayed():
             return self.client.get(dimension, version=version, alias=alias, model=digest, with_file=with_file)
-        except ClientError as exc:
-            raise error_for_status(exc.code.name, exc.message) from exc
 
 
 class SteeringCacheMetrics(Protocol):

@@ -6,6 +6,8 @@ into statuses, so no handler builds a status by hand.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 from steerlab.steering.errors import (
@@ -71,6 +73,18 @@ def error_for_status(status: str, message: str) -> ServiceError:
         if kind.status == status:
             return kind(message)
     return UnavailableError(message)
+
+
+@contextmanager
+def relayed(source: str = "") -> Iterator[None]:
+    """Inside, a failed call to another SteerLab service (a ``ClientError``) is re-raised as
+    the :class:`ServiceError` for its status, its message prefixed with ``source``."""
+    from steerlab_client import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        raise error_for_status(exc.code.name, f"{source}: {exc.message}" if source else exc.message) from exc
 
 
 # The core's errors, most specific first.
