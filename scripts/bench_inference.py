@@ -10,10 +10,15 @@ exactly ``--new-tokens`` tokens, and prints aggregate tokens/s and time to first
   (d) naive baseline: HF ``generate`` with steering hooks, one request at a time
   (e) HF ``generate`` on one static batch of --batch requests, unsteered
 
+The engine's model is loaded as ``steerlab inference serve`` loads it (on the CPU: linear
+weights prepacked for oneDNN, see ``steerlab.inference.cpu``); the HF baselines get a plain
+copy. ``--plain-linears`` runs the engine on the plain model too, to show what packing adds.
+
     .venv/bin/python scripts/bench_inference.py [--model smollm2-135m] [--repeats 3] [--json out.json]
 
 The machine's speed drifts, so every run is repeated in rounds; ratios are taken within a round
-(runs back to back) and the median over rounds is reported.
+and the median over rounds is reported. Within a round (a) and (b) run as a, b, b, a and (e)
+twice around (d), so a steady drift cancels out of their ratios.
 
 Vector sets come from the extraction cache (extracted on first use, ~1 min per dimension).
 """
@@ -31,12 +36,24 @@ from dataclasses import dataclass
 
 import torch
 
+from steerlab.inference.cpu import pack_linear_weights
 from steerlab.inference.engine import EngineSettings, Event, Finished, GenerationRequest, InferenceEngine
 from steerlab.inference.runner import ModelRunner
 from steerlab.inference.steering import PreparedVectorSet, RowSteering, fold_mix
-from steerlab.steering import BUILTIN_DIMENSIONS, LoadedModel, builtin_dataset, load_model, steer
+from steerlab.steering import (
+    BUILTIN_DIMENSIONS,
+    LayerScore,
+    LoadedModel,
+    VectorSet,
+    builtin_dataset,
+    default_top_k,
+    load_model,
+    steer,
+    wrap_model,
+)
 from steerlab.steering.cache import extract_cached
 from steerlab.steering.chat import encode_prompt, pad_token_ids
+from steerlab.steering.models import resolve_model_dir
 
 PROMPTS = [
     "Help me plan a weekend in Edinburgh.",
@@ -162,6 +179,69 @@ def run_hf_static(lm: LoadedModel, prompts: Sequence[list[int]], new_tokens: int
     return Result(label, len(prompts) * new_tokens, seconds, [first] * len(prompts))
 
 
+def merged(results: Sequence[Result]) -> Result:
+    """Several runs of one workload as one: their tokens over their summed time."""
+    return Result(
+        results[0].label,
+        sum(r.tokens for r in results),
+        sum(r.seconds for r in results),
+        [t for r in results for t in r.ttft],
+    )
+
+
+def load_models(args: argparse.Namespace) -> tuple[LoadedModel, LoadedModel]:
+    """The engine's model (loaded as the server loads it) and a plain copy for the HF baselines."""
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
+    if args.random_config:
+        served, plain = random_model(args, dtype), random_model(args, dtype)
+    else:
+        served, plain = (load_model(args.model, dtype=dtype, device=args.device) for _ in range(2))
+    if not args.plain_linears:
+        pack_linear_weights(served, batch_hint=args.batch)
+    return served, plain
+
+
+def random_model(args: argparse.Namespace, dtype: torch.dtype) -> LoadedModel:
+    """``--model``'s architecture and tokenizer with ``--random-config`` overrides, random weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    directory = resolve_model_dir(args.model)
+    config = AutoConfig.from_pretrained(str(directory), **json.loads(args.random_config))
+    torch.manual_seed(0)
+    with torch.device(args.device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return wrap_model(model, AutoTokenizer.from_pretrained(str(directory)), f"random {args.model}")
+
+
+def vector_sets(lm: LoadedModel, random_directions: bool) -> list[VectorSet]:
+    """The built-in dimensions: extracted (cached), or random directions on a random model."""
+    if not random_directions:
+        return [extract_cached(lm, builtin_dataset(name)) for name in BUILTIN_DIMENSIONS]
+    generator = torch.Generator().manual_seed(0)
+    layers, hidden = lm.num_layers, lm.hidden_size
+    sets = []
+    for name in BUILTIN_DIMENSIONS:
+        directions = torch.randn(layers, hidden, generator=generator)
+        selected = torch.randperm(layers, generator=generator)[: default_top_k(layers)]
+        sets.append(
+            VectorSet(
+                dimension=builtin_dataset(name).dimension,
+                directions=directions / directions.norm(dim=-1, keepdim=True),
+                selected_layers=tuple(sorted(selected.tolist())),
+                layer_scores=tuple(LayerScore(i, 0.5, 0.5) for i in range(layers)),
+                alpha_max=4.0,
+                site="norm",
+                method="random",
+                parameters={},
+                dataset_hash="0" * 64,
+                model=lm.fingerprint,
+                library_version="bench",
+                created_at="1970-01-01T00:00:00+00:00",
+            )
+        )
+    return sets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -173,14 +253,24 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="rounds of every run (ratios: median of rounds)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", help="default: bfloat16 on cuda, float32 on the CPU")
+    parser.add_argument(
+        "--random-config",
+        help="JSON overrides of --model's config, e.g. a 1B shape; random weights and random "
+        "steering directions (for throughput only)",
+    )
+    parser.add_argument(
+        "--plain-linears", action="store_true", help="run the engine without prepacked CPU linears"
+    )
     parser.add_argument("--json", help="also write the results and ratios here")
     args = parser.parse_args()
 
-    lm = load_model(args.model)
+    lm, plain = load_models(args)
     dtype = next(lm.model.parameters()).dtype
     prepared = [
-        PreparedVectorSet.prepare(extract_cached(lm, builtin_dataset(name)), 0, lm.device, dtype)
-        for name in BUILTIN_DIMENSIONS
+        PreparedVectorSet.prepare(vector_set, 0, lm.device, dtype)
+        for vector_set in vector_sets(plain, random_directions=bool(args.random_config))
     ]
     rng = random.Random(0)
 
@@ -210,41 +300,36 @@ def main() -> None:
         poisson.append(clock)
         clock += rng.expovariate(args.arrivals_per_s)
     naive_mixes = [{p.name: rng.uniform(-100, 100) for p in prepared} for _ in range(args.naive_requests)]
-
-    def engine_runs(engine: InferenceEngine) -> dict[str, Callable[[], Result]]:
-        return {
-            "a": lambda: run_engine(
-                engine,
-                f"(a) engine, {args.batch} concurrent, unsteered",
-                requests(args.batch, False),
-                at_once,
-            ),
-            "b": lambda: run_engine(
-                engine,
-                f"(b) engine, {args.batch} concurrent, distinct 5-dim mixes",
-                requests(args.batch, True),
-                at_once,
-            ),
-            "c": lambda: run_engine(
-                engine,
-                f"(c) engine, {args.requests} distinct mixes arriving",
-                requests(args.requests, True),
-                poisson,
-            ),
-            "c_unsteered": lambda: run_engine(
-                engine, "(c') the same arrivals, unsteered", requests(args.requests, False), poisson
-            ),
-        }
-
-    hf_runs: dict[str, Callable[[], Result]] = {
-        "d": lambda: run_naive(lm, prepared, prompts[: args.naive_requests], naive_mixes, args.new_tokens),
-        "e": lambda: run_hf_static(lm, prompts[: args.batch], args.new_tokens),
+    labels = {
+        "a": f"(a) engine, {args.batch} concurrent, unsteered",
+        "b": f"(b) engine, {args.batch} concurrent, distinct 5-dim mixes",
+        "c": f"(c) engine, {args.requests} distinct mixes arriving",
+        "c_unsteered": "(c') the same arrivals, unsteered",
     }
 
-    # This machine's speed drifts by up to +-20% over minutes. Each round runs everything once,
-    # back to back; a ratio is taken within each round and the median over rounds is reported.
-    # Every forward runs on the main thread, as in `steerlab inference serve`: the engine's
-    # scheduler owns it while a driver thread submits, then the HF baselines run there.
+    def engine_runs(engine: InferenceEngine) -> dict[str, Result]:
+        """(c) and (c') back to back, then a, b, b, a."""
+        measured = {
+            "c": run_engine(engine, labels["c"], requests(args.requests, True), poisson),
+            "c_unsteered": run_engine(engine, labels["c_unsteered"], requests(args.requests, False), poisson),
+        }
+        order = ["a", "b", "b", "a"]
+        runs = [run_engine(engine, labels[key], requests(args.batch, key == "b"), at_once) for key in order]
+        for key in ("a", "b"):
+            measured[key] = merged([run for run_key, run in zip(order, runs, strict=True) if run_key == key])
+        return measured
+
+    def hf_runs() -> dict[str, Result]:
+        """e, d, e, on the plain model."""
+        first_e = run_hf_static(plain, prompts[: args.batch], args.new_tokens)
+        naive = run_naive(plain, prepared, prompts[: args.naive_requests], naive_mixes, args.new_tokens)
+        second_e = run_hf_static(plain, prompts[: args.batch], args.new_tokens)
+        return {"d": naive, "e": merged([first_e, second_e])}
+
+    # This machine's speed drifts by up to +-20% over minutes: ratios are taken within a round,
+    # and the median over rounds is reported. Every forward runs on the main thread, as in
+    # `steerlab inference serve`: the engine's scheduler owns it while a driver thread submits,
+    # then the HF baselines run there.
     rounds: list[dict[str, Result]] = []
     for round_number in range(args.repeats):
         measured: dict[str, Result] = {}
@@ -254,8 +339,7 @@ def main() -> None:
             engine.ready.wait()
             try:
                 run_engine(engine, "warm-up", requests(4, True), [0.0] * 4)
-                for key, run in engine_runs(engine).items():
-                    measured[key] = run()
+                measured.update(engine_runs(engine))
             finally:
                 engine.stop()
 
@@ -263,8 +347,7 @@ def main() -> None:
         driver.start()
         engine.run_forever()
         driver.join()
-        for key, run in hf_runs.items():
-            measured[key] = run()
+        measured.update(hf_runs())
         for result in measured.values():
             print(f"round {round_number + 1}: {result.row()}", flush=True)
         rounds.append(measured)
@@ -281,9 +364,11 @@ def main() -> None:
     ratios = {name: statistics.median(r[name] for r in per_round) for name in per_round[0]}
     results = {key: max((r[key] for r in rounds), key=lambda result: result.rate) for key in rounds[0]}
     threads = torch.get_num_threads()
+    linears = "plain" if args.plain_linears else "prepacked where supported"
     print(
-        f"model {args.model}, {args.new_tokens} new tokens per request, greedy, {threads} threads, "
-        f"{args.repeats} rounds (rates: each run's best round)"
+        f"model {lm.name} ({sum(p.numel() for p in plain.model.parameters()) / 1e6:.0f}M parameters) "
+        f"on {lm.device}, {dtype}, engine linears {linears}; {args.new_tokens} new tokens per "
+        f"request, greedy, {threads} threads, {args.repeats} rounds (rates: each run's best round)"
     )
     print(f"{'run':<52}{'tok/s':>9}  {'TTFT p50':>9}  {'TTFT p99':>9}")
     for result in results.values():
@@ -303,7 +388,10 @@ def main() -> None:
         with open(args.json, "w") as handle:
             json.dump(
                 {
-                    "model": args.model,
+                    "model": lm.name,
+                    "device": str(lm.device),
+                    "dtype": str(dtype),
+                    "plain_linears": args.plain_linears,
                     "threads": threads,
                     "results": {k: r.to_json() for k, r in results.items()},
                     "ratios": ratios,

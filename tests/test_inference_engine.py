@@ -1,15 +1,18 @@
-"""The continuous-batching engine in-process, on the real SmolLM2: isolation, sampling, limits."""
+"""The continuous-batching engine in-process, on the real SmolLM2 loaded as the server loads it
+(linears prepacked for oneDNN): isolation, sampling, limits."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
 from service_support import make_vector_set
 
+from steerlab.inference.cpu import pack_linear_weights
 from steerlab.inference.engine import (
     EngineSettings,
     Event,
@@ -22,7 +25,7 @@ from steerlab.inference.engine import (
 from steerlab.inference.runner import ModelRunner
 from steerlab.inference.steering import PreparedVectorSet, RowSteering, fold_mix
 from steerlab.serving.errors import InvalidArgumentError, ResourceExhaustedError
-from steerlab.steering import LoadedModel
+from steerlab.steering import LoadedModel, load_model
 from steerlab.steering.chat import encode_prompt
 from steerlab.steering.generation import Sampling
 
@@ -35,8 +38,15 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def engine(smollm2: LoadedModel) -> Iterator[InferenceEngine]:
-    engine = InferenceEngine(ModelRunner(smollm2), EngineSettings(max_batch=8)).start()
+def served(smollm2_dir: Path) -> LoadedModel:
+    lm = load_model("smollm2-135m")
+    assert pack_linear_weights(lm) > 0
+    return lm
+
+
+@pytest.fixture(scope="module")
+def engine(served: LoadedModel) -> Iterator[InferenceEngine]:
+    engine = InferenceEngine(ModelRunner(served), EngineSettings(max_batch=8)).start()
     yield engine
     engine.stop()
 
@@ -72,9 +82,9 @@ def collect(events: Iterator[Event]) -> Finished:
 
 
 def test_each_row_gets_its_own_steering_whoever_joins_or_leaves(
-    engine: InferenceEngine, smollm2: LoadedModel
+    engine: InferenceEngine, served: LoadedModel
 ) -> None:
-    cost, age = prepared(smollm2, "cost", 1), prepared(smollm2, "age", 2)
+    cost, age = prepared(served, "cost", 1), prepared(served, "age", 2)
     mixes = [
         RowSteering.none(),
         fold_mix([(cost, 100.0)]),
@@ -83,7 +93,7 @@ def test_each_row_gets_its_own_steering_whoever_joins_or_leaves(
     ]
     lengths = [24, 12, 30, 18]  # rows leave at different steps
     requests = [
-        request(smollm2, PROMPTS[i % 2], mix, max_new_tokens=n)
+        request(served, PROMPTS[i % 2], mix, max_new_tokens=n)
         for i, (mix, n) in enumerate(zip(mixes, lengths, strict=True))
     ]
     alone = [collect(engine.generate(r)).text for r in requests]
@@ -119,11 +129,9 @@ def test_each_row_gets_its_own_steering_whoever_joins_or_leaves(
     assert [results[i].applied for i in range(len(requests))] == [m.applied for m in mixes]
 
 
-def test_seeded_sampling_is_reproducible_in_any_batch(engine: InferenceEngine, smollm2: LoadedModel) -> None:
+def test_seeded_sampling_is_reproducible_in_any_batch(engine: InferenceEngine, served: LoadedModel) -> None:
     def sampled(seed: int) -> GenerationRequest:
-        return request(
-            smollm2, PROMPTS[2], sampling=Sampling(temperature=1.0, top_p=0.9, top_k=50, seed=seed)
-        )
+        return request(served, PROMPTS[2], sampling=Sampling(temperature=1.0, top_p=0.9, top_k=50, seed=seed))
 
     first = collect(engine.generate(sampled(7))).text
     assert collect(engine.generate(sampled(7))).text == first
@@ -133,7 +141,7 @@ def test_seeded_sampling_is_reproducible_in_any_batch(engine: InferenceEngine, s
     outputs: dict[str, str] = {}
     jobs: dict[str, Callable[[], GenerationRequest]] = {
         "seeded": lambda: sampled(7),
-        "greedy": lambda: request(smollm2, PROMPTS[0]),
+        "greedy": lambda: request(served, PROMPTS[0]),
         "other": lambda: sampled(99),
     }
     threads = [
@@ -149,47 +157,47 @@ def test_seeded_sampling_is_reproducible_in_any_batch(engine: InferenceEngine, s
     assert outputs["seeded"] == first
 
 
-def test_stop_strings_end_the_answer_and_are_not_sent(engine: InferenceEngine, smollm2: LoadedModel) -> None:
-    full = collect(engine.generate(request(smollm2, PROMPTS[0], max_new_tokens=40))).text
+def test_stop_strings_end_the_answer_and_are_not_sent(engine: InferenceEngine, served: LoadedModel) -> None:
+    full = collect(engine.generate(request(served, PROMPTS[0], max_new_tokens=40))).text
     words = full.split()
     assert len(words) > 4
     stop = " " + words[3]
-    finished = collect(engine.generate(request(smollm2, PROMPTS[0], max_new_tokens=40, stop=(stop,))))
+    finished = collect(engine.generate(request(served, PROMPTS[0], max_new_tokens=40, stop=(stop,))))
     assert finished.reason == "stop"
     assert stop not in finished.text
     assert full.startswith(finished.text) and len(finished.text) < len(full)
 
 
-def test_length_limit_and_token_counts(engine: InferenceEngine, smollm2: LoadedModel) -> None:
-    finished = collect(engine.generate(request(smollm2, PROMPTS[1], max_new_tokens=5)))
+def test_length_limit_and_token_counts(engine: InferenceEngine, served: LoadedModel) -> None:
+    finished = collect(engine.generate(request(served, PROMPTS[1], max_new_tokens=5)))
     assert finished.reason == "length"
     assert finished.completion_tokens == 5
-    assert finished.prompt_tokens == len(encode_prompt(smollm2.tokenizer, PROMPTS[1]))
+    assert finished.prompt_tokens == len(encode_prompt(served.tokenizer, PROMPTS[1]))
     assert 0 <= finished.queued_s <= finished.time_to_first_token_s <= finished.total_s
 
 
-def test_bad_requests_are_refused_before_queueing(engine: InferenceEngine, smollm2: LoadedModel) -> None:
+def test_bad_requests_are_refused_before_queueing(engine: InferenceEngine, served: LoadedModel) -> None:
     too_long = GenerationRequest([1] * engine.context_length, max_new_tokens=1)
     with pytest.raises(InvalidArgumentError, match="exceed the model's context"):
         engine.submit(too_long, lambda event: None)
     with pytest.raises(InvalidArgumentError, match="max_new_tokens"):
-        engine.submit(request(smollm2, "hi", max_new_tokens=0), lambda event: None)
+        engine.submit(request(served, "hi", max_new_tokens=0), lambda event: None)
     with pytest.raises(InvalidArgumentError, match="stop strings"):
-        engine.submit(request(smollm2, "hi", stop=("",)), lambda event: None)
+        engine.submit(request(served, "hi", stop=("",)), lambda event: None)
     with pytest.raises(InvalidArgumentError, match="empty"):
         engine.submit(GenerationRequest([]), lambda event: None)
     assert engine.queue_depth == 0 and engine.running == 0
 
 
 @pytest.fixture()
-def one_slot(smollm2: LoadedModel) -> Iterator[InferenceEngine]:
-    engine = InferenceEngine(ModelRunner(smollm2), EngineSettings(max_batch=1, max_queue=1)).start()
+def one_slot(served: LoadedModel) -> Iterator[InferenceEngine]:
+    engine = InferenceEngine(ModelRunner(served), EngineSettings(max_batch=1, max_queue=1)).start()
     yield engine
     engine.stop()
 
 
 def test_full_queue_is_refused_at_once_and_cancel_frees_the_slot(
-    one_slot: InferenceEngine, smollm2: LoadedModel
+    one_slot: InferenceEngine, served: LoadedModel
 ) -> None:
     events: list[Event] = []
     started = threading.Event()
@@ -198,13 +206,13 @@ def test_full_queue_is_refused_at_once_and_cancel_frees_the_slot(
         events.append(event)
         started.set()
 
-    running = one_slot.submit(request(smollm2, PROMPTS[0], max_new_tokens=500), first_sink)
+    running = one_slot.submit(request(served, PROMPTS[0], max_new_tokens=500), first_sink)
     assert started.wait(60)
     queued_events: list[Event] = []
-    one_slot.submit(request(smollm2, PROMPTS[1], max_new_tokens=3), queued_events.append)
+    one_slot.submit(request(served, PROMPTS[1], max_new_tokens=3), queued_events.append)
     began = time.monotonic()
     with pytest.raises(ResourceExhaustedError, match="queue is full"):
-        one_slot.submit(request(smollm2, PROMPTS[2]), lambda event: None)
+        one_slot.submit(request(served, PROMPTS[2]), lambda event: None)
     assert time.monotonic() - began < 0.5
 
     running.cancel()
@@ -218,12 +226,12 @@ def test_full_queue_is_refused_at_once_and_cancel_frees_the_slot(
     assert finished and finished[0].reason == "length"
 
 
-def test_an_expired_deadline_frees_the_slot(one_slot: InferenceEngine, smollm2: LoadedModel) -> None:
-    expiring = request(smollm2, PROMPTS[0], max_new_tokens=500, deadline=time.monotonic() + 0.5)
+def test_an_expired_deadline_frees_the_slot(one_slot: InferenceEngine, served: LoadedModel) -> None:
+    expiring = request(served, PROMPTS[0], max_new_tokens=500, deadline=time.monotonic() + 0.5)
     finished = collect(one_slot.generate(expiring))
     assert finished.reason == "deadline"
     assert 0 < finished.completion_tokens < 500
-    assert collect(one_slot.generate(request(smollm2, PROMPTS[1], max_new_tokens=3))).reason == "length"
+    assert collect(one_slot.generate(request(served, PROMPTS[1], max_new_tokens=3))).reason == "length"
 
 
 class FailingOnceRunner(ModelRunner):
@@ -240,12 +248,12 @@ class FailingOnceRunner(ModelRunner):
         return super().decode(tokens)
 
 
-def test_a_failed_step_fails_its_requests_and_the_engine_carries_on(smollm2: LoadedModel) -> None:
-    engine = InferenceEngine(FailingOnceRunner(smollm2)).start()
+def test_a_failed_step_fails_its_requests_and_the_engine_carries_on(served: LoadedModel) -> None:
+    engine = InferenceEngine(FailingOnceRunner(served)).start()
     try:
-        events = list(engine.generate(request(smollm2, PROMPTS[0], max_new_tokens=10)))
+        events = list(engine.generate(request(served, PROMPTS[0], max_new_tokens=10)))
         assert isinstance(events[-1], Failed)
         assert events[-1].error.status == "UNAVAILABLE" and "device lost" in str(events[-1].error)
-        assert collect(engine.generate(request(smollm2, PROMPTS[1], max_new_tokens=4))).reason == "length"
+        assert collect(engine.generate(request(served, PROMPTS[1], max_new_tokens=4))).reason == "length"
     finally:
         engine.stop()

@@ -1,11 +1,13 @@
-"""The engine's small parts on hand-made inputs: batched sampling and incremental text."""
+"""The engine's small parts: batched sampling, incremental text, prepacked CPU linears."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from conftest import make_tiny_model
 
+from steerlab.inference.cpu import PackedLinear, can_pack, pack_linear_weights
 from steerlab.inference.sampler import SamplerRows, sample, uniform_noise
 from steerlab.inference.text import IncrementalDecoder, RowText
 from steerlab.steering.generation import Sampling
@@ -83,3 +85,23 @@ def test_a_split_character_waits_for_its_second_half() -> None:
     row = RowText()
     assert decoder.advance([row], [0]) == ["a"]
     assert decoder.advance([row], [255]) == [""]
+
+
+def test_prepacked_linears_compute_the_same_function_and_ignore_batch_neighbours(tokenizer: Any) -> None:
+    plain, packed = make_tiny_model("llama", tokenizer), make_tiny_model("llama", tokenizer)
+    linears = sum(type(m) is torch.nn.Linear for m in plain.model.modules())
+    assert pack_linear_weights(packed) == linears > 0
+    assert not any(type(m) is torch.nn.Linear for m in packed.model.modules())
+    assert any(isinstance(m, PackedLinear) for m in packed.model.modules())
+    ids = torch.randint(0, len(tokenizer), (5, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, batched = plain.model(ids).logits, packed.model(ids).logits
+        alone = packed.model(ids[2:3]).logits
+    assert torch.allclose(batched, expected, atol=1e-4), (batched - expected).abs().max()
+    assert torch.equal(alone[0], batched[2])  # a row's result does not depend on its neighbours
+
+
+def test_only_float32_cpu_models_are_packed(tokenizer: Any) -> None:
+    lm = make_tiny_model("llama", tokenizer)
+    lm.model.to(torch.bfloat16)
+    assert not can_pack(lm) and pack_linear_weights(lm) == 0

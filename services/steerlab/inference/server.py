@@ -14,6 +14,7 @@ from steerlab.steering.models import load_model
 from steerlab.storage import open_database, resolve_database_url
 from steerlab.v1 import inference_pb2_grpc
 
+from .cpu import pack_linear_weights
 from .engine import EngineSettings, InferenceEngine
 from .metrics import InferenceMetrics
 from .runner import ModelRunner
@@ -124,9 +125,9 @@ def load_runner(settings: InferenceSettings) -> ModelRunner:
         from .distributed import start_tensor_parallel
 
         return start_tensor_parallel(settings)
-    return ModelRunner(
-        load_model(settings.model, dtype=settings.torch_dtype(), device=settings.torch_device())
-    )
+    lm = load_model(settings.model, dtype=settings.torch_dtype(), device=settings.torch_device())
+    pack_linear_weights(lm, batch_hint=settings.engine.max_batch)
+    return ModelRunner(lm)
 
 
 def vector_source(settings: InferenceSettings) -> VectorSource:
