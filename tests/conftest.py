@@ -78,6 +78,28 @@ def make_tiny_model(architecture: str, tokenizer: Any, seed: int = 0) -> LoadedM
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+    """A small random Llama saved as a Hugging Face directory, for child processes to load."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        initializer_range=0.2,
+    )
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tf.LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tokenizer: Any) -> dict[str, LoadedModel]:
     return {arch: make_tiny_model(arch, tokenizer) for arch in ARCHITECTURES}
 

@@ -86,6 +86,21 @@ def require_postgres() -> None:
     pytest.skip(reason)
 
 
+def require_redis() -> None:
+    """Skip without Redis on 127.0.0.1:6379, except under CI=true, where its absence fails the test."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=3) as connection:
+            connection.sendall(b"PING\r\n")
+            if connection.recv(16).startswith(b"+PONG"):
+                return
+        reason = "Redis on 127.0.0.1:6379 did not answer PING"
+    except OSError as exc:
+        reason = f"Redis on 127.0.0.1:6379 is not reachable: {exc}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + " (CI=true: scripts/test.sh should have started it)")
+    pytest.skip(reason)
+
+
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """Create an empty database for one test and drop it afterwards; yields its URL."""

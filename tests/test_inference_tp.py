@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from service_support import ServerThread, ServiceProcess, free_port, make_vector_set, open_store
 from steerlab_client import InferenceClient
 
@@ -25,27 +24,6 @@ REQUESTS: list[dict[str, Any]] = [
     {"messages": "What should I read next?", "strengths": {"cost": -50, "age": 70}},
     {"messages": "Say hello.", "strengths": {"age": -100}, "temperature": 0.9, "seed": 5},
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
-    import transformers as tf
-
-    torch.manual_seed(0)
-    config = tf.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=512,
-        initializer_range=0.2,
-    )
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    tf.LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

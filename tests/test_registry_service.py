@@ -82,6 +82,13 @@ def test_list_pages_through_everything(client: RegistryClient) -> None:
     assert [v.version for v in client.list_vector_sets(dimension="cost", page_size=3)] == list(range(1, 8))
 
 
+def test_a_retried_push_with_its_request_id_creates_one_version(client: RegistryClient) -> None:
+    first = client.push(make_vector_set("age", seed=1).to_bytes(), request_id="retry-1")
+    again = client.push(make_vector_set("age", seed=1).to_bytes(), request_id="retry-1")
+    assert again.version == first.version
+    assert [v.version for v in client.list_vector_sets(dimension="age")] == [first.version]
+
+
 def test_concurrent_pushes_to_two_replicas_get_distinct_consecutive_versions(
     server: ServerThread, database_url: str
 ) -> None:

@@ -70,6 +70,15 @@ def test_versions_count_up_per_dimension_and_model(store: RegistryStore) -> None
     assert store.create_vector_set(make_vector_set("age")).version == 1
 
 
+def test_a_repeated_request_id_returns_the_first_version_instead_of_adding_one(store: RegistryStore) -> None:
+    first = store.create_vector_set(make_vector_set(seed=1), request_id="job-1")
+    again = store.create_vector_set(make_vector_set(seed=2), request_id="job-1")
+    other = store.create_vector_set(make_vector_set(seed=3), request_id="job-2")
+    assert (first.version, again.version, other.version) == (1, 1, 2)
+    assert again.vectors_sha256 == first.vectors_sha256  # the first push's vectors were kept
+    assert [r.version for r in store.list_vector_sets(dimension="cost").records] == [1, 2]
+
+
 def test_get_by_version_alias_and_latest_round_trips_exactly(store: RegistryStore) -> None:
     originals = [make_vector_set(seed=i) for i in range(3)]
     for original in originals:

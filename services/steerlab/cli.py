@@ -10,7 +10,9 @@ import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .cli_options import add_extraction_options, extraction_parameters
 from .inference.cli import add_commands as add_inference_commands
+from .jobs.cli import add_commands as add_job_commands
 from .registry.cli import add_commands as add_registry_commands
 from .sessions.cli import add_commands as add_session_commands
 
@@ -73,15 +75,7 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     from .steering import ExtractionConfig, builtin_dataset, extract, load_dataset, load_model
 
     dataset = builtin_dataset(args.dimension) if args.dimension else load_dataset(args.dataset)
-    config = ExtractionConfig(
-        method=args.method,
-        site=args.site,
-        token_selection=args.token_selection,
-        num_tokens=args.num_tokens,
-        top_k=args.top_k,
-        perplexity_bound=args.perplexity_bound,
-        seed=args.seed,
-    )
+    config = ExtractionConfig(**extraction_parameters(args))
     lm = load_model(args.model)
     vector_set = extract(lm, dataset, config, progress=True)
     vector_set.save(args.out)
@@ -149,10 +143,6 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .steering import METHODS, SITES, ExtractionConfig
-
-    defaults = ExtractionConfig()
-
     parser = _Parser(prog="steerlab", description="Personalise LLMs with activation steering.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -168,19 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = extract.add_mutually_exclusive_group(required=True)
     source.add_argument("--dimension", help="a built-in dimension (see `steerlab dimensions`)")
     source.add_argument("--dataset", help="a custom dataset file (JSON Lines, see README)")
-    extract.add_argument("--method", choices=METHODS, default=defaults.method)
-    extract.add_argument("--top-k", type=int, help="layers to steer (default: 3/4 of the depth)")
-    extract.add_argument("--site", choices=SITES, default=defaults.site, help="activation site")
-    extract.add_argument(
-        "--token-selection", choices=("first", "last", "mean"), default=defaults.token_selection
-    )
-    extract.add_argument(
-        "--num-tokens", type=int, default=defaults.num_tokens, help="completion tokens per example"
-    )
-    extract.add_argument(
-        "--perplexity-bound", type=float, default=defaults.perplexity_bound, help="functional range bound"
-    )
-    extract.add_argument("--seed", type=int, default=defaults.seed)
+    add_extraction_options(extract)
     extract.add_argument("--out", required=True, help="output .safetensors file")
     extract.set_defaults(run=_cmd_extract)
 
@@ -212,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_registry_commands(commands)
     add_session_commands(commands)
     add_inference_commands(commands)
+    add_job_commands(commands)
     return parser
 
 

@@ -10,6 +10,7 @@ with RegistryClient("localhost:50051") as registry:
 
 from .errors import ClientError
 from .inference import Answer, InferenceClient
+from .jobs import JobClient
 from .registry import RegistryClient, VectorSetRef, parse_vector_set_ref
 from .sessions import SessionClient
 
@@ -17,6 +18,7 @@ __all__ = [
     "Answer",
     "ClientError",
     "InferenceClient",
+    "JobClient",
     "RegistryClient",
     "SessionClient",
     "VectorSetRef",

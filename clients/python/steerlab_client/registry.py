@@ -69,12 +69,22 @@ class RegistryClient(ServiceClient):
     # -- vector sets ------------------------------------------------------------------------
 
     def push(
-        self, file: str | Path | bytes, labels: dict[str, str] | None = None, author: str | None = None
+        self,
+        file: str | Path | bytes,
+        labels: dict[str, str] | None = None,
+        author: str | None = None,
+        request_id: str = "",
     ) -> vpb.VectorSet:
-        """Register a vector set file as the next version of its dimension on its model."""
+        """Register a vector set file as the next version of its dimension on its model.
+
+        With ``request_id``, pushing again with the same key returns the first push's version.
+        """
         data = file if isinstance(file, bytes) else Path(file).read_bytes()
         request = pb.CreateVectorSetRequest(
-            file=data, labels=labels or {}, author=getpass.getuser() if author is None else author
+            file=data,
+            labels=labels or {},
+            author=getpass.getuser() if author is None else author,
+            request_id=request_id,
         )
         return self._call(self._stub.CreateVectorSet, request).vector_set
 

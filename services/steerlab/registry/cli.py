@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from typing import Any
 
+from steerlab.cli_options import add_address_option
 from steerlab.registry.server import DEFAULT_METRICS_PORT, DEFAULT_PORT
 from steerlab.serving.server import add_serve_command
 
@@ -29,11 +29,7 @@ def add_commands(commands: Any) -> None:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = vector_commands.add_parser(name, help=help_text)
-        parser.add_argument(
-            "--registry",
-            default=os.environ.get("STEERLAB_REGISTRY", DEFAULT_REGISTRY),
-            help=f"registry HOST:PORT (default: $STEERLAB_REGISTRY or {DEFAULT_REGISTRY})",
-        )
+        add_address_option(parser, "--registry", "STEERLAB_REGISTRY", DEFAULT_REGISTRY, "registry")
         return parser
 
     push = command("push", "register a vector set file as a new version")
@@ -100,7 +96,8 @@ def _ref(text: str, need_version: bool = False) -> Any:
     return ref
 
 
-def _labels(values: list[str]) -> dict[str, str]:
+def parse_labels(values: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` options as a dict."""
     labels = {}
     for value in values:
         match = _LABEL.match(value)
@@ -131,7 +128,7 @@ def _push(args: argparse.Namespace) -> None:
 
     data = Path(args.file).read_bytes()
     vector_set = VectorSet.from_bytes(data, source=args.file)  # fail here, before any upload
-    labels = _labels(args.label)
+    labels = parse_labels(args.label)
     with _client(args) as client:
         if args.create_dimension:
             dim = vector_set.dimension

@@ -59,4 +59,10 @@ MIGRATIONS = (
                 REFERENCES vector_sets (dimension, model_digest, version))""",
     ),
     Migration(2, "built-in dimensions", _insert_builtin_dimensions),
+    sql_migration(
+        3,
+        "idempotency keys for created vector sets",
+        "ALTER TABLE vector_sets ADD COLUMN request_id TEXT",
+        "CREATE UNIQUE INDEX vector_sets_by_request ON vector_sets (dimension, model_digest, request_id)",
+    ),
 )

@@ -108,7 +108,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     def _create(self, request: pb.CreateVectorSetRequest) -> VectorSetRecord:
         vector_set = VectorSet.from_bytes(request.file, source="the uploaded file")
-        return self.store.create_vector_set(vector_set, author=request.author, labels=dict(request.labels))
+        return self.store.create_vector_set(
+            vector_set, author=request.author, labels=dict(request.labels), request_id=request.request_id
+        )
 
     async def GetVectorSet(
         self, request: pb.GetVectorSetRequest, context: grpc.aio.ServicerContext

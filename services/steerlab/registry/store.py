@@ -209,11 +209,21 @@ class RegistryStore:
     # -- vector sets ------------------------------------------------------------------------
 
     def create_vector_set(
-        self, vector_set: VectorSet, author: str = "", labels: dict[str, str] | None = None
+        self,
+        vector_set: VectorSet,
+        author: str = "",
+        labels: dict[str, str] | None = None,
+        request_id: str = "",
     ) -> VectorSetRecord:
-        """Store ``vector_set`` as the next version for its dimension and model."""
+        """Store ``vector_set`` as the next version for its dimension and model.
+
+        A non-empty ``request_id`` makes the call idempotent: a second call with the same key
+        (an extraction job that ran twice, a client retrying) returns the version the first
+        created instead of adding another.
+        """
         labels = _check_labels(labels or {})
         _check_text("author", author)
+        _check_text("request_id", request_id)
         vectors = vector_set.directions.float().contiguous().numpy().tobytes()
         digest = vector_set.model.weights_digest
         metadata = vector_set.metadata()
@@ -227,6 +237,15 @@ class RegistryStore:
                     f"({registered.negative_pole!r} <-> {registered.positive_pole!r})"
                 )
             self.database.lock(cursor, _series_lock(vector_set.name, digest))
+            if request_id:
+                cursor.execute(
+                    "SELECT version FROM vector_sets"
+                    " WHERE dimension = %s AND model_digest = %s AND request_id = %s",
+                    (vector_set.name, digest, request_id),
+                )
+                earlier = cursor.fetchone()
+                if earlier is not None:
+                    return self._fetch_version(cursor, vector_set.name, digest, int(earlier[0]), False)
             cursor.execute(
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM vector_sets"
                 " WHERE dimension = %s AND model_digest = %s",
@@ -235,8 +254,8 @@ class RegistryStore:
             version = int(cursor.fetchone()[0])
             cursor.execute(
                 "INSERT INTO vector_sets (dimension, model_digest, model_name, version, status, author,"
-                " labels, metadata, vectors, vectors_sha256, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " labels, metadata, vectors, vectors_sha256, created_at, request_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " RETURNING id",
                 (
                     vector_set.name,
@@ -250,6 +269,7 @@ class RegistryStore:
                     vectors,
                     metadata["directions_sha256"],
                     self.database.encode_time(now),
+                    request_id or None,
                 ),
             )
             row_id = int(cursor.fetchone()[0])

@@ -180,6 +180,13 @@ async def run_until_signalled(server: GrpcServer, on_started: Callable[[], None]
 
 def add_serve_command(commands: Any, service: str, help_text: str, port: int, metrics_port: int) -> Any:
     """``steerlab <service> serve`` with the options every service takes; returns its parser."""
+    return add_service_commands(commands, service, help_text, port, metrics_port)[0]
+
+
+def add_service_commands(
+    commands: Any, service: str, help_text: str, port: int, metrics_port: int
+) -> tuple[Any, Any]:
+    """Like :func:`add_serve_command`; also returns the group's subparsers, for commands beside serve."""
     group = commands.add_parser(service, help=help_text)
     subcommands = group.add_subparsers(dest=f"{service}_command", required=True, parser_class=type(group))
     serve = subcommands.add_parser("serve", help=f"serve the {service} service over gRPC until interrupted")
@@ -189,7 +196,7 @@ def add_serve_command(commands: Any, service: str, help_text: str, port: int, me
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help=f"gRPC port (default {port})")
     serve.add_argument("--metrics-port", type=int, help=f"Prometheus /metrics port (default {metrics_port})")
-    return serve
+    return serve, subcommands
 
 
 class Foreground(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -78,8 +78,12 @@ def collect_activations(
     num_tokens: int = 16,
     batch_size: int = 16,
     progress: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> Activations:
-    """Run the model over ``examples`` and keep the site's activations on completion tokens."""
+    """Run the model over ``examples`` and keep the site's activations on completion tokens.
+
+    ``on_batch(done, total)`` is called after each batch of examples.
+    """
     if token_selection == "first":
         # A causal model's activations at a position ignore later tokens: stop at the last used.
         examples = [
@@ -100,7 +104,9 @@ def collect_activations(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     transforms = {layer: capture(layer) for layer in range(lm.num_layers)}
     with torch.no_grad(), hooked(lm.adapter, site, transforms):
-        for batch_ids in tqdm(batches, desc="activations", disable=not progress, leave=False):
+        for done, batch_ids in enumerate(
+            tqdm(batches, desc="activations", disable=not progress, leave=False)
+        ):
             batch = [examples[i] for i in batch_ids]
             input_ids, attention_mask = pad_token_ids(
                 [e.ids for e in batch], lm.tokenizer.pad_token_id, "right"
@@ -119,6 +125,8 @@ def collect_activations(
                 assert samples is not None
                 owners.extend([example_id] * samples.shape[0])
                 positions.append(torch.arange(samples.shape[0]))
+            if on_batch is not None:
+                on_batch(done + 1, len(batches))
     values = torch.stack([torch.cat(chunks) for chunks in per_layer])
     return Activations(
         values=values,

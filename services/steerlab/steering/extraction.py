@@ -207,6 +207,7 @@ def extract(
         num_tokens=max(config.num_tokens, config.score_tokens),
         batch_size=config.batch_size,
         progress=progress,
+        on_batch=lambda done, total: report("activations", 0.4 * done / total, f"{done}/{total} batches"),
     )
     report("probes", 0.4, f"fitting {config.method} directions on {lm.num_layers} layers")
     labels = torch.tensor(dataset.labels())

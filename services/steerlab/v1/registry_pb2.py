@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from steerlab.v1 import vectors_pb2 as steerlab_dot_v1_dot_vectors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asteerlab/v1/registry.proto\x12\x0bsteerlab.v1\x1a\x19steerlab/v1/vectors.proto\"C\n\x16\x43reateDimensionRequest\x12)\n\tdimension\x18\x01 \x01(\x0b\x32\x16.steerlab.v1.Dimension\"D\n\x17\x43reateDimensionResponse\x12)\n\tdimension\x18\x01 \x01(\x0b\x32\x16.steerlab.v1.Dimension\"\x17\n\x15ListDimensionsRequest\"D\n\x16ListDimensionsResponse\x12*\n\ndimensions\x18\x01 \x03(\x0b\x32\x16.steerlab.v1.Dimension\"\xa6\x01\n\x16\x43reateVectorSetRequest\x12\x0c\n\x04\x66ile\x18\x01 \x01(\x0c\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12?\n\x06labels\x18\x03 \x03(\x0b\x32/.steerlab.v1.CreateVectorSetRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x17\x43reateVectorSetResponse\x12*\n\nvector_set\x18\x01 \x01(\x0b\x32\x16.steerlab.v1.VectorSet\"c\n\x11VectorSetSelector\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\x07version\x18\x03 \x01(\x05H\x00\x12\x0f\n\x05\x61lias\x18\x04 \x01(\tH\x00\x42\x08\n\x06target\"q\n\x13GetVectorSetRequest\x12\x30\n\x08selector\x18\x01 \x01(\x0b\x32\x1e.steerlab.v1.VectorSetSelector\x12(\n\x04view\x18\x02 \x01(\x0e\x32\x1a.steerlab.v1.VectorSetView\"B\n\x14GetVectorSetResponse\x12*\n\nvector_set\x18\x01 \x01(\x0b\x32\x16.steerlab.v1.VectorSet\"y\n\x15ListVectorSetsRequest\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\x0finclude_deleted\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"^\n\x16ListVectorSetsResponse\x12+\n\x0bvector_sets\x18\x01 \x03(\x0b\x32\x16.steerlab.v1.VectorSet\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x16\x44\x65leteVectorSetRequest\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\"E\n\x17\x44\x65leteVectorSetResponse\x12*\n\nvector_set\x18\x01 \x01(\x0b\x32\x16.steerlab.v1.VectorSet\"g\n\x0fSetAliasRequest\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x61lias\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12\x12\n\nupdated_by\x18\x05 \x01(\t\"O\n\x10SetAliasResponse\x12!\n\x05\x61lias\x18\x01 \x01(\x0b\x32\x12.steerlab.v1.Alias\x12\x18\n\x10previous_version\x18\x02 \x01(\x05\"6\n\x12ListAliasesRequest\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\":\n\x13ListAliasesResponse\x12#\n\x07\x61liases\x18\x01 \x03(\x0b\x32\x12.steerlab.v1.Alias*e\n\rVectorSetView\x12\x1f\n\x1bVECTOR_SET_VIEW_UNSPECIFIED\x10\x00\x12\x19\n\x15VECTOR_SET_VIEW_BASIC\x10\x01\x12\x18\n\x14VECTOR_SET_VIEW_FULL\x10\x02\x32\xd1\x05\n\x0fRegistryService\x12\\\n\x0f\x43reateDimension\x12#.steerlab.v1.CreateDimensionRequest\x1a$.steerlab.v1.CreateDimensionResponse\x12Y\n\x0eListDimensions\x12\".steerlab.v1.ListDimensionsRequest\x1a#.steerlab.v1.ListDimensionsResponse\x12\\\n\x0f\x43reateVectorSet\x12#.steerlab.v1.CreateVectorSetRequest\x1a$.steerlab.v1.CreateVectorSetResponse\x12S\n\x0cGetVectorSet\x12 .steerlab.v1.GetVectorSetRequest\x1a!.steerlab.v1.GetVectorSetResponse\x12Y\n\x0eListVectorSets\x12\".steerlab.v1.ListVectorSetsRequest\x1a#.steerlab.v1.ListVectorSetsResponse\x12\\\n\x0f\x44\x65leteVectorSet\x12#.steerlab.v1.DeleteVectorSetRequest\x1a$.steerlab.v1.DeleteVectorSetResponse\x12G\n\x08SetAlias\x12\x1c.steerlab.v1.SetAliasRequest\x1a\x1d.steerlab.v1.SetAliasResponse\x12P\n\x0bListAliases\x12\x1f.steerlab.v1.ListAliasesRequest\x1a .steerlab.v1.ListAliasesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asteerlab/v1/registry.proto\x12\x0bsteerlab.v1\x1a\x19steerlab/v1/vectors.proto\"C\n\x16\x43reateDimensionRequest\x12)\n\tdimension\x18\x01 \x01(\x0b\x32\x16.steerlab.v1.Dimension\"D\n\x17\x43reateDimensionResponse\x12)\n\tdimension\x18\x01 \x01(\x0b\x32\x16.steerlab.v1.Dimension\"\x17\n\x15ListDimensionsRequest\"D\n\x16ListDimensionsResponse\x12*\n\ndimensions\x18\x01 \x03(\x0b\x32\x16.steerlab.v1.Dimension\"\xba\x01\n\x16\x43reateVectorSetRequest\x12\x0c\n\x04\x66ile\x18\x01 \x01(\x0c\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12?\n\x06labels\x18\x03 \x03(\x0b\x32/.steerlab.v1.CreateVectorSetRequest.LabelsEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x17\x43reateVectorSetResponse\x12*\n\nvector_set\x18\x01 \x01(\x0b\x32\x16.steerlab.v1.VectorSet\"c\n\x11VectorSetSelector\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\x07version\x18\x03 \x01(\x05H\x00\x12\x0f\n\x05\x61lias\x18\x04 \x01(\tH\x00\x42\x08\n\x06target\"q\n\x13GetVectorSetRequest\x12\x30\n\x08selector\x18\x01 \x01(\x0b\x32\x1e.steerlab.v1.VectorSetSelector\x12(\n\x04view\x18\x02 \x01(\x0e\x32\x1a.steerlab.v1.VectorSetView\"B\n\x14GetVectorSetResponse\x12*\n\nvector_set\x18\x01 \x01(\x0b\x32\x16.steerlab.v1.VectorSet\"y\n\x15ListVectorSetsRequest\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\x0finclude_deleted\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"^\n\x16ListVectorSetsResponse\x12+\n\x0bvector_sets\x18\x01 \x03(\x0b\x32\x16.steerlab.v1.VectorSet\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x16\x44\x65leteVectorSetRequest\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\"E\n\x17\x44\x65leteVectorSetResponse\x12*\n\nvector_set\x18\x01 \x01(\x0b\x32\x16.steerlab.v1.VectorSet\"g\n\x0fSetAliasRequest\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x61lias\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12\x12\n\nupdated_by\x18\x05 \x01(\t\"O\n\x10SetAliasResponse\x12!\n\x05\x61lias\x18\x01 \x01(\x0b\x32\x12.steerlab.v1.Alias\x12\x18\n\x10previous_version\x18\x02 \x01(\x05\"6\n\x12ListAliasesRequest\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\":\n\x13ListAliasesResponse\x12#\n\x07\x61liases\x18\x01 \x03(\x0b\x32\x12.steerlab.v1.Alias*e\n\rVectorSetView\x12\x1f\n\x1bVECTOR_SET_VIEW_UNSPECIFIED\x10\x00\x12\x19\n\x15VECTOR_SET_VIEW_BASIC\x10\x01\x12\x18\n\x14VECTOR_SET_VIEW_FULL\x10\x02\x32\xd1\x05\n\x0fRegistryService\x12\\\n\x0f\x43reateDimension\x12#.steerlab.v1.CreateDimensionRequest\x1a$.steerlab.v1.CreateDimensionResponse\x12Y\n\x0eListDimensions\x12\".steerlab.v1.ListDimensionsRequest\x1a#.steerlab.v1.ListDimensionsResponse\x12\\\n\x0f\x43reateVectorSet\x12#.steerlab.v1.CreateVectorSetRequest\x1a$.steerlab.v1.CreateVectorSetResponse\x12S\n\x0cGetVectorSet\x12 .steerlab.v1.GetVectorSetRequest\x1a!.steerlab.v1.GetVectorSetResponse\x12Y\n\x0eListVectorSets\x12\".steerlab.v1.ListVectorSetsRequest\x1a#.steerlab.v1.ListVectorSetsResponse\x12\\\n\x0f\x44\x65leteVectorSet\x12#.steerlab.v1.DeleteVectorSetRequest\x1a$.steerlab.v1.DeleteVectorSetResponse\x12G\n\x08SetAlias\x12\x1c.steerlab.v1.SetAliasRequest\x1a\x1d.steerlab.v1.SetAliasResponse\x12P\n\x0bListAliases\x12\x1f.steerlab.v1.ListAliasesRequest\x1a .steerlab.v1.ListAliasesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEVECTORSETREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_CREATEVECTORSETREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_VECTORSETVIEW']._serialized_start=1497
-  _globals['_VECTORSETVIEW']._serialized_end=1598
+  _globals['_VECTORSETVIEW']._serialized_start=1517
+  _globals['_VECTORSETVIEW']._serialized_end=1618
   _globals['_CREATEDIMENSIONREQUEST']._serialized_start=70
   _globals['_CREATEDIMENSIONREQUEST']._serialized_end=137
   _globals['_CREATEDIMENSIONRESPONSE']._serialized_start=139
@@ -45,33 +45,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTDIMENSIONSRESPONSE']._serialized_start=234
   _globals['_LISTDIMENSIONSRESPONSE']._serialized_end=302
   _globals['_CREATEVECTORSETREQUEST']._serialized_start=305
-  _globals['_CREATEVECTORSETREQUEST']._serialized_end=471
-  _globals['_CREATEVECTORSETREQUEST_LABELSENTRY']._serialized_start=426
-  _globals['_CREATEVECTORSETREQUEST_LABELSENTRY']._serialized_end=471
-  _globals['_CREATEVECTORSETRESPONSE']._serialized_start=473
-  _globals['_CREATEVECTORSETRESPONSE']._serialized_end=542
-  _globals['_VECTORSETSELECTOR']._serialized_start=544
-  _globals['_VECTORSETSELECTOR']._serialized_end=643
-  _globals['_GETVECTORSETREQUEST']._serialized_start=645
-  _globals['_GETVECTORSETREQUEST']._serialized_end=758
-  _globals['_GETVECTORSETRESPONSE']._serialized_start=760
-  _globals['_GETVECTORSETRESPONSE']._serialized_end=826
-  _globals['_LISTVECTORSETSREQUEST']._serialized_start=828
-  _globals['_LISTVECTORSETSREQUEST']._serialized_end=949
-  _globals['_LISTVECTORSETSRESPONSE']._serialized_start=951
-  _globals['_LISTVECTORSETSRESPONSE']._serialized_end=1045
-  _globals['_DELETEVECTORSETREQUEST']._serialized_start=1047
-  _globals['_DELETEVECTORSETREQUEST']._serialized_end=1122
-  _globals['_DELETEVECTORSETRESPONSE']._serialized_start=1124
-  _globals['_DELETEVECTORSETRESPONSE']._serialized_end=1193
-  _globals['_SETALIASREQUEST']._serialized_start=1195
-  _globals['_SETALIASREQUEST']._serialized_end=1298
-  _globals['_SETALIASRESPONSE']._serialized_start=1300
-  _globals['_SETALIASRESPONSE']._serialized_end=1379
-  _globals['_LISTALIASESREQUEST']._serialized_start=1381
-  _globals['_LISTALIASESREQUEST']._serialized_end=1435
-  _globals['_LISTALIASESRESPONSE']._serialized_start=1437
-  _globals['_LISTALIASESRESPONSE']._serialized_end=1495
-  _globals['_REGISTRYSERVICE']._serialized_start=1601
-  _globals['_REGISTRYSERVICE']._serialized_end=2322
+  _globals['_CREATEVECTORSETREQUEST']._serialized_end=491
+  _globals['_CREATEVECTORSETREQUEST_LABELSENTRY']._serialized_start=446
+  _globals['_CREATEVECTORSETREQUEST_LABELSENTRY']._serialized_end=491
+  _globals['_CREATEVECTORSETRESPONSE']._serialized_start=493
+  _globals['_CREATEVECTORSETRESPONSE']._serialized_end=562
+  _globals['_VECTORSETSELECTOR']._serialized_start=564
+  _globals['_VECTORSETSELECTOR']._serialized_end=663
+  _globals['_GETVECTORSETREQUEST']._serialized_start=665
+  _globals['_GETVECTORSETREQUEST']._serialized_end=778
+  _globals['_GETVECTORSETRESPONSE']._serialized_start=780
+  _globals['_GETVECTORSETRESPONSE']._serialized_end=846
+  _globals['_LISTVECTORSETSREQUEST']._serialized_start=848
+  _globals['_LISTVECTORSETSREQUEST']._serialized_end=969
+  _globals['_LISTVECTORSETSRESPONSE']._serialized_start=971
+  _globals['_LISTVECTORSETSRESPONSE']._serialized_end=1065
+  _globals['_DELETEVECTORSETREQUEST']._serialized_start=1067
+  _globals['_DELETEVECTORSETREQUEST']._serialized_end=1142
+  _globals['_DELETEVECTORSETRESPONSE']._serialized_start=1144
+  _globals['_DELETEVECTORSETRESPONSE']._serialized_end=1213
+  _globals['_SETALIASREQUEST']._serialized_start=1215
+  _globals['_SETALIASREQUEST']._serialized_end=1318
+  _globals['_SETALIASRESPONSE']._serialized_start=1320
+  _globals['_SETALIASRESPONSE']._serialized_end=1399
+  _globals['_LISTALIASESREQUEST']._serialized_start=1401
+  _globals['_LISTALIASESREQUEST']._serialized_end=1455
+  _globals['_LISTALIASESRESPONSE']._serialized_start=1457
+  _globals['_LISTALIASESRESPONSE']._serialized_end=1515
+  _globals['_REGISTRYSERVICE']._serialized_start=1621
+  _globals['_REGISTRYSERVICE']._serialized_end=2342
 # @@protoc_insertion_point(module_scope)

@@ -143,9 +143,14 @@ class CreateVectorSetRequest(_message.Message):
     FILE_FIELD_NUMBER: _builtins.int
     AUTHOR_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     file: _builtins.bytes
     """A vector set file as written by the core (`steerlab extract`)."""
     author: _builtins.str
+    request_id: _builtins.str
+    """An idempotency key: a repeated request with the same key (for the same dimension and model)
+    returns the version the first one created instead of adding another.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -154,10 +159,11 @@ class CreateVectorSetRequest(_message.Message):
         file: _builtins.bytes = ...,
         author: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "file", b"file", "labels", b"labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "file", b"file", "labels", b"labels", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,119 @@
+"""A synchronous client for the extraction job service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from steerlab.v1 import jobs_pb2 as pb
+from steerlab.v1 import jobs_pb2_grpc
+
+from .channel import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
+from .errors import ClientError
+
+STATES = {
+    "queued": pb.JOB_STATE_QUEUED,
+    "running": pb.JOB_STATE_RUNNING,
+    "succeeded": pb.JOB_STATE_SUCCEEDED,
+    "failed": pb.JOB_STATE_FAILED,
+    "cancelled": pb.JOB_STATE_CANCELLED,
+}
+STATE_NAMES = {value: name for name, value in STATES.items()}
+ENDED = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+
+
+def state_name(job: pb.Job) -> str:
+    return STATE_NAMES.get(job.state, "unknown")
+
+
+class JobClient(ServiceClient):
+    """Calls ``steerlab.v1.JobService``; every method raises :class:`ClientError` on failure.
+
+    >>> with JobClient("localhost:50054") as jobs:
+    ...     job = jobs.submit_extraction("smollm2-135m", dimension="cost", alias="production")
+    ...     for update in jobs.watch(job.id):
+    ...         print(update.progress.stage, update.progress.percent)
+    """
+
+    def __init__(
+        self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ):
+        super().__init__(target, timeout_s, max_message_bytes)
+        self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
+
+    def submit_extraction(
+        self,
+        model: str,
+        dimension: str = "",
+        dataset: str | Path | bytes | None = None,
+        *,
+        alias: str = "",
+        labels: dict[str, str] | None = None,
+        author: str = "",
+        method: str = "",
+        top_k: int = 0,
+        site: str = "",
+        token_selection: str = "",
+        num_tokens: int = 0,
+        perplexity_bound: float = 0.0,
+        seed: int | None = None,
+    ) -> pb.Job:
+        """Queue an extraction of a built-in ``dimension`` or a custom ``dataset`` (a JSON Lines
+        file's path or bytes). Unset parameters take the core's defaults."""
+        spec = pb.ExtractionSpec(
+            model=model,
+            alias=alias,
+            labels=labels or {},
+            author=author,
+            method=method,
+            top_k=top_k,
+            site=site,
+            token_selection=token_selection,
+            num_tokens=num_tokens,
+            perplexity_bound=perplexity_bound,
+            seed=seed,
+        )
+        if dataset is not None:
+            spec.dataset = dataset if isinstance(dataset, bytes) else Path(dataset).read_bytes()
+        else:
+            spec.dimension = dimension
+        return self._call(self._stub.SubmitExtraction, pb.SubmitExtractionRequest(spec=spec)).job
+
+    def get(self, job_id: str) -> pb.Job:
+        return self._call(self._stub.GetJob, pb.GetJobRequest(id=job_id)).job
+
+    def watch(self, job_id: str, timeout_s: float | None = None) -> Iterator[pb.Job]:
+        """The job now, then at every change of state or progress, until it ends."""
+        try:
+            for response in self._stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=timeout_s):
+                yield response.job
+        except grpc.RpcError as error:
+            raise ClientError.from_rpc_error(error) from None
+
+    def wait(self, job_id: str, timeout_s: float | None = None) -> pb.Job:
+        """Block until the job ends; returns its final record."""
+        last = self.get(job_id)
+        for update in self.watch(job_id, timeout_s):
+            last = update
+        return last
+
+    def cancel(self, job_id: str) -> pb.Job:
+        return self._call(self._stub.CancelJob, pb.CancelJobRequest(id=job_id)).job
+
+    def list(self, state: str = "", page_size: int = 0) -> list[pb.Job]:
+        """Every job (newest first), or those in ``state``."""
+        jobs: list[pb.Job] = []
+        token = ""
+        while True:
+            request = pb.ListJobsRequest(
+                state=STATES[state] if state else pb.JOB_STATE_UNSPECIFIED,
+                page_size=page_size,
+                page_token=token,
+            )
+            response = self._call(self._stub.ListJobs, request)
+            jobs.extend(response.jobs)
+            token = response.next_page_token
+            if not token:
+                return jobs

@@ -1,0 +1,69 @@
+"""What an extraction job extracts: the model, the dataset and every core parameter.
+
+A spec is checked when it is submitted (the dataset is parsed, the model is looked up, the
+parameters are validated as far as they can be without loading the model), so most mistakes
+are refused at once with INVALID_ARGUMENT or NOT_FOUND. What needs the model itself (a top-k
+larger than its depth, say) fails the job, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from steerlab.registry.store import check_name
+from steerlab.serving.errors import InvalidArgumentError
+from steerlab.steering.datasets import ContrastiveDataset, builtin_dataset, parse_dataset
+from steerlab.steering.extraction import ExtractionConfig
+from steerlab.steering.models import resolve_model_dir
+
+MAX_DATASET_BYTES = 8 * 1024 * 1024
+# Enough for any model a worker can load; the real depth is checked by the worker.
+_ANY_DEPTH = 10_000
+
+
+@dataclass(frozen=True)
+class ExtractionJobSpec:
+    """One extraction: ``dimension`` names a built-in dataset, or ``dataset`` holds a custom one."""
+
+    model: str
+    dimension: str = ""
+    dataset: str = ""  # JSON Lines text
+    config: ExtractionConfig = field(default_factory=ExtractionConfig)
+    alias: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    author: str = ""
+
+    def load_dataset(self) -> ContrastiveDataset:
+        if self.dataset:
+            return parse_dataset(self.dataset.splitlines(), source="the uploaded dataset")
+        return builtin_dataset(self.dimension)
+
+    def checked(self) -> tuple[ExtractionJobSpec, ContrastiveDataset]:
+        """Validate everything that can be checked without loading the model.
+
+        Returns the spec with ``dimension`` filled in from a custom dataset, and the dataset.
+        """
+        if not self.model:
+            raise InvalidArgumentError("no model given: name a built-in model or a model directory")
+        if bool(self.dimension) == bool(self.dataset):
+            raise InvalidArgumentError("give either a built-in dimension or a custom dataset, not both")
+        if len(self.dataset.encode()) > MAX_DATASET_BYTES:
+            raise InvalidArgumentError(
+                f"the dataset is {len(self.dataset.encode())} bytes; the limit is {MAX_DATASET_BYTES}"
+            )
+        if self.alias:
+            check_name("alias", self.alias)
+        self.config.validate(_ANY_DEPTH)
+        resolve_model_dir(self.model)  # a ModelLoadError (NOT_FOUND) names what is missing
+        dataset = self.load_dataset()
+        return replace(self, dimension=dataset.dimension.name), dataset
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExtractionJobSpec:
+        data: dict[str, Any] = json.loads(text)
+        return cls(**{**data, "config": ExtractionConfig(**data["config"])})

@@ -1,0 +1,250 @@
+"""Extraction jobs end to end: the job service over gRPC, a real Redis broker, real
+``steerlab worker`` processes (Celery), PostgreSQL for the job records and the registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from conftest import small_dataset
+from service_support import ServerThread, fresh_postgres_database, open_store, require_redis
+from steerlab_client import ClientError, JobClient
+
+from steerlab.jobs.server import JobServer, JobServiceSettings
+from steerlab.jobs.worker import WorkerSettings
+from steerlab.serving import ServerSettings
+from steerlab.v1 import jobs_pb2 as pb
+
+BROKER = "redis://127.0.0.1:6379/9"  # a database of its own, emptied before the tests
+LEASE_S = 3.0
+
+
+def custom_dataset(name: str = "thrift", per_pole: int = 12) -> bytes:
+    """A custom dimension (the cost prompts under another name), as an uploaded JSON Lines file."""
+    dataset = small_dataset(per_pole)
+    header = {**dataset.dimension.to_dict(), "dimension": name}
+    examples = [{"prompt": e.prompt, "completion": e.completion, "label": e.label} for e in dataset.examples]
+    return "\n".join(json.dumps(line) for line in [header, *examples]).encode()
+
+
+class WorkerProcess:
+    """``steerlab worker`` in its own process group, as an operator would run it."""
+
+    def __init__(self, database_url: str, log: Path) -> None:
+        env = {**os.environ, "STEERLAB_JOB_LEASE_S": str(LEASE_S)}
+        self.log = log
+        command = [sys.executable, "-m", "steerlab.cli", "worker", "--broker-url", BROKER]
+        self.process = subprocess.Popen(
+            [*command, "--database-url", database_url, "--loglevel", "INFO"],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while "ready." not in log.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"the worker did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes: nothing gets to clean up."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def job_service(database_url: str) -> Iterator[ServerThread]:
+    require_redis()
+    import redis
+
+    redis.Redis.from_url(BROKER).flushdb()
+    settings = JobServiceSettings(
+        worker=WorkerSettings(database_url=database_url, broker_url=BROKER, lease_s=LEASE_S),
+        server=ServerSettings(port=0, metrics_port=0),
+        watch_poll_s=0.2,
+    )
+    jobs = JobServer(settings)
+    jobs.start_background()
+    thread = ServerThread(server=jobs.server, closing=jobs.close)
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def client(job_service: ServerThread) -> Iterator[JobClient]:
+    with JobClient(job_service.target) as opened:
+        yield opened
+
+
+@pytest.fixture
+def worker(database_url: str, tmp_path: Path) -> Iterator[WorkerProcess]:
+    started = WorkerProcess(database_url, tmp_path / "worker.log")
+    yield started
+    started.stop()
+
+
+def registered_versions(database_url: str, dimension: str) -> list[int]:
+    store = open_store(database_url)
+    try:
+        return [r.version for r in store.list_vector_sets(dimension=dimension).records]
+    finally:
+        store.close()
+
+
+def wait_for(client: JobClient, job_id: str, condition: Any, timeout_s: float = 180) -> pb.Job:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = client.get(job_id)
+        if condition(job):
+            return job
+        assert time.monotonic() < deadline, f"job never reached the expected state: {job}"
+        time.sleep(0.2)
+
+
+def test_submit_watch_and_the_result_lands_in_the_registry(
+    client: JobClient, worker: WorkerProcess, tiny_model_dir: Path, database_url: str
+) -> None:
+    job = client.submit_extraction(
+        str(tiny_model_dir),
+        dataset=custom_dataset("thrift"),
+        top_k=2,
+        alias="production",
+        labels={"team": "a"},
+    )
+    assert job.state == pb.JOB_STATE_QUEUED and job.dimension == "thrift"
+    updates = list(client.watch(job.id, timeout_s=180))
+    final = updates[-1]
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    stages = {u.progress.stage for u in updates}  # watching samples: a fast stage may be missed
+    assert stages <= {
+        "queued",
+        "starting",
+        "loading",
+        "activations",
+        "probes",
+        "range",
+        "registering",
+        "succeeded",
+    }
+    percents = [u.progress.percent for u in updates if u.state == pb.JOB_STATE_RUNNING]
+    assert percents == sorted(percents) and final.progress.percent == 100
+    assert (final.result.dimension, final.result.version, final.result.alias) == ("thrift", 1, "production")
+    assert final.attempts == 1 and final.HasField("end_time")
+
+    store = open_store(database_url)
+    try:
+        record = store.get_vector_set("thrift", alias="production")
+    finally:
+        store.close()
+    assert record.version == 1 and record.labels == {"team": "a", "job": job.id}
+    assert len(record.metadata["selected_layers"]) == 2
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_job_registers_once(
+    client: JobClient, database_url: str, tmp_path: Path
+) -> None:
+    first = WorkerProcess(database_url, tmp_path / "first.log")
+    job = client.submit_extraction("smollm2-135m", dataset=custom_dataset("frugality", per_pole=16))
+    running = wait_for(
+        client, job.id, lambda j: j.state == pb.JOB_STATE_RUNNING and j.progress.stage == "activations"
+    )
+    assert running.attempts == 1
+    first.kill()
+    second = WorkerProcess(database_url, tmp_path / "second.log")
+    try:
+        final = client.wait(job.id, timeout_s=600)
+    finally:
+        second.stop()
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    assert final.attempts == 2
+    assert registered_versions(database_url, "frugality") == [1]
+
+
+def test_bad_requests_are_refused_and_failed_jobs_say_why(
+    client: JobClient, worker: WorkerProcess, tiny_model_dir: Path, database_url: str
+) -> None:
+    before = client.list()
+    with pytest.raises(ClientError) as invalid:
+        client.submit_extraction(str(tiny_model_dir), dataset=b'{"dimension": "x"}\n{"prompt": 1}\n')
+    assert invalid.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ClientError) as unknown_model:
+        client.submit_extraction("no-such-model", dimension="cost")
+    assert (
+        unknown_model.value.code == grpc.StatusCode.NOT_FOUND
+        and "no-such-model" in unknown_model.value.message
+    )
+    with pytest.raises(ClientError) as bad_method:
+        client.submit_extraction(str(tiny_model_dir), dimension="cost", method="astrology")
+    assert bad_method.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(client.list()) == len(before)  # nothing was queued
+
+    too_deep = client.submit_extraction(str(tiny_model_dir), dataset=custom_dataset("depth"), top_k=99)
+    failed = client.wait(too_deep.id, timeout_s=120)
+    assert failed.state == pb.JOB_STATE_FAILED and "top-k must be between 1 and 4" in failed.error
+    assert registered_versions(database_url, "depth") == []
+
+    for call in (client.get, client.cancel):
+        with pytest.raises(ClientError) as missing:
+            call("no-such-job")
+        assert missing.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_cancelling_queued_and_running_jobs(client: JobClient, database_url: str, tmp_path: Path) -> None:
+    queued = client.submit_extraction("smollm2-135m", dataset=custom_dataset("queued-cancel"))
+    assert client.cancel(queued.id).state == pb.JOB_STATE_CANCELLED  # no worker is running
+
+    worker = WorkerProcess(database_url, tmp_path / "worker.log")
+    try:
+        running = client.submit_extraction("smollm2-135m", dataset=custom_dataset("running-cancel"))
+        wait_for(client, running.id, lambda j: j.state == pb.JOB_STATE_RUNNING and j.progress.percent > 0)
+        client.cancel(running.id)
+        stopped = client.wait(running.id, timeout_s=120)
+    finally:
+        worker.stop()
+    assert stopped.state == pb.JOB_STATE_CANCELLED and "nothing was registered" in stopped.progress.message
+    assert client.get(queued.id).state == pb.JOB_STATE_CANCELLED  # its late message changed nothing
+    assert registered_versions(database_url, "running-cancel") == []
+    assert registered_versions(database_url, "queued-cancel") == []
+    with pytest.raises(ClientError) as ended:
+        client.cancel(stopped.id)
+    assert ended.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_metrics_count_jobs_by_state(client: JobClient, job_service: ServerThread) -> None:
+    time.sleep(2 * LEASE_S / 3)  # one monitor round
+    with urllib.request.urlopen(job_service.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    succeeded = [
+        line for line in text.splitlines() if line.startswith('steerlab_job_jobs{state="succeeded"}')
+    ]
+    assert succeeded and float(succeeded[0].split()[-1]) >= 1
+    assert "steerlab_job_queue_length" in text
+    assert 'steerlab_job_duration_seconds_count{state="succeeded"}' in text
+    assert 'steerlab_job_requests_total{code="NOT_FOUND",method="GetJob"}' in text
