@@ -1,5 +1,6 @@
 """The embedded default: ``steerlab jobs serve`` on SQLite with no broker runs jobs itself;
-the CLI submits, watches, lists and cancels; queued jobs survive a restart of the service."""
+the CLI submits, watches, lists and cancels; queued jobs survive a restart of the service;
+a job run twice registers once."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from test_jobs_service import custom_dataset
 
 from steerlab.jobs.spec import ExtractionJobSpec
 from steerlab.jobs.store import SUCCEEDED, JobStore
+from steerlab.jobs.worker import WorkerContext, WorkerSettings, run_job
+from steerlab.steering.extraction import ExtractionConfig
 from steerlab.storage import open_database
 
 
@@ -78,3 +81,24 @@ def test_the_cli_runs_a_job_on_the_embedded_service_and_queued_jobs_survive_a_re
     finally:
         service.stop()
         store.close()
+
+
+def test_a_job_that_runs_twice_registers_one_version(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The first run registered, then its worker died before recording success; a second run
+    must find that version instead of adding another."""
+    settings = WorkerSettings(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", lease_s=30)
+    context = WorkerContext(settings)
+    spec, _ = ExtractionJobSpec(
+        model=str(tiny_model_dir), dataset=custom_dataset("twice").decode(), config=ExtractionConfig(top_k=2)
+    ).checked()
+    job = context.jobs.create(spec)
+    run_job(job.job_id, context)
+    first = context.jobs.get(job.job_id)
+    assert first.state == SUCCEEDED and first.result is not None and first.result.version == 1
+    with context.jobs.database.transaction(write=True) as cursor:  # the success write was lost
+        cursor.execute("UPDATE jobs SET state = %s, result = NULL WHERE job_id = %s", ("queued", job.job_id))
+    run_job(job.job_id, context)
+    second = context.jobs.get(job.job_id)
+    assert second.state == SUCCEEDED and second.attempts == 2
+    assert second.result == first.result
+    assert [r.version for r in context.registry.list_vector_sets(dimension="twice").records] == [1]

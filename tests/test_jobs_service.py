@@ -209,6 +209,8 @@ def test_bad_requests_are_refused_and_failed_jobs_say_why(
     failed = client.wait(too_deep.id, timeout_s=120)
     assert failed.state == pb.JOB_STATE_FAILED and "top-k must be between 1 and 4" in failed.error
     assert registered_versions(database_url, "depth") == []
+    absent = client.wait(client.submit_extraction("/no/such/model", dimension="cost").id, timeout_s=120)
+    assert absent.state == pb.JOB_STATE_FAILED and "no model '/no/such/model'" in absent.error
 
     for call in (client.get, client.cancel):
         with pytest.raises(ClientError) as missing:

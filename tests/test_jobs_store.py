@@ -126,6 +126,10 @@ def test_specs_are_checked_before_they_are_queued(tmp_path: Path) -> None:
     assert restored == checked
     with pytest.raises(ModelLoadError, match="no model 'no-such-model'"):
         ExtractionJobSpec(model="no-such-model", dimension="cost").checked()
+    with pytest.raises(ModelLoadError, match="absolute path"):
+        ExtractionJobSpec(model="models/mine", dimension="cost").checked()
+    elsewhere, _ = ExtractionJobSpec(model="/on/the/workers/only", dimension="cost").checked()
+    assert elsewhere.model == "/on/the/workers/only"  # looked for by the worker, not here
     with pytest.raises(DatasetError):
         ExtractionJobSpec(model="smollm2-135m", dataset='{"not": "a dataset"}\n').checked()
     with pytest.raises(ExtractionError, match="unknown method"):

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from steerlab.registry.store import check_name
 from steerlab.serving.errors import InvalidArgumentError
 from steerlab.steering.datasets import ContrastiveDataset, builtin_dataset, parse_dataset
+from steerlab.steering.errors import ModelLoadError
 from steerlab.steering.extraction import ExtractionConfig
-from steerlab.steering.models import resolve_model_dir
+from steerlab.steering.models import BUILTIN_MODELS
 
 MAX_DATASET_BYTES = 8 * 1024 * 1024
 # Enough for any model a worker can load; the real depth is checked by the worker.
@@ -56,7 +58,7 @@ class ExtractionJobSpec:
         if self.alias:
             check_name("alias", self.alias)
         self.config.validate(_ANY_DEPTH)
-        resolve_model_dir(self.model)  # a ModelLoadError (NOT_FOUND) names what is missing
+        check_model_name(self.model)
         dataset = self.load_dataset()
         return replace(self, dimension=dataset.dimension.name), dataset
 
@@ -67,3 +69,16 @@ class ExtractionJobSpec:
     def from_json(cls, text: str) -> ExtractionJobSpec:
         data: dict[str, Any] = json.loads(text)
         return cls(**{**data, "config": ExtractionConfig(**data["config"])})
+
+
+def check_model_name(model: str) -> None:
+    """A built-in model, or a model directory named by an absolute path.
+
+    The directory is looked for by the worker that runs the job, which may be another machine,
+    so it is not looked for here; a worker that lacks it fails the job and says so.
+    """
+    if model not in BUILTIN_MODELS and not Path(model).is_absolute():
+        raise ModelLoadError(
+            f"no model {model!r}: not a built-in model ({', '.join(BUILTIN_MODELS)}); give a model "
+            "directory as an absolute path on the workers' machines"
+        )
