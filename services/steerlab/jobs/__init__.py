@@ -6,3 +6,7 @@
 - ``service`` / ``server`` / ``cli``: ``steerlab.v1.JobService``, the lease monitor and metrics,
   ``steerlab jobs ...`` and ``steerlab worker``.
 """
+
+# Here rather than in ``server`` so that the CLI can name them without importing Celery.
+DEFAULT_PORT = 50054
+DEFAULT_METRICS_PORT = 9467

@@ -9,10 +9,9 @@ import sys
 from typing import Any
 
 from steerlab.cli_options import add_address_option, add_extraction_options, extraction_parameters
+from steerlab.jobs import DEFAULT_METRICS_PORT, DEFAULT_PORT
 from steerlab.serving.server import add_service_commands
 
-DEFAULT_PORT = 50054  # steerlab.jobs.server.DEFAULT_PORT, without importing Celery for every command
-DEFAULT_METRICS_PORT = 9467
 DEFAULT_SERVER = f"localhost:{DEFAULT_PORT}"
 BAR_WIDTH = 30
 

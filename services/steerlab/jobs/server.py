@@ -21,14 +21,13 @@ from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
 from steerlab.storage import open_database
 from steerlab.v1 import jobs_pb2_grpc
 
+from . import DEFAULT_METRICS_PORT, DEFAULT_PORT
 from .service import SERVICE_NAME, JobServicer
 from .store import QUEUED, STATES, JobStore
 from .worker import EXTRACT_TASK, WorkerSettings, create_celery
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 50054
-DEFAULT_METRICS_PORT = 9467
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 

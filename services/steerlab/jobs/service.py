@@ -60,17 +60,17 @@ def spec_from_proto(message: pb.ExtractionSpec) -> ExtractionJobSpec:
 
 def spec_to_proto(spec: ExtractionJobSpec) -> pb.ExtractionSpec:
     """The spec as submitted, without the dataset's bytes."""
-    config = asdict(spec.config)
+    config = spec.config
     return pb.ExtractionSpec(
         model=spec.model,
         dimension=spec.dimension,
-        method=config["method"],
-        top_k=config["top_k"] or 0,
-        site=config["site"],
-        token_selection=config["token_selection"],
-        num_tokens=config["num_tokens"],
-        perplexity_bound=config["perplexity_bound"],
-        seed=config["seed"],
+        method=config.method,
+        top_k=config.top_k or 0,
+        site=config.site,
+        token_selection=config.token_selection,
+        num_tokens=config.num_tokens,
+        perplexity_bound=config.perplexity_bound,
+        seed=config.seed,
         alias=spec.alias,
         labels=spec.labels,
         author=spec.author,
