@@ -1,16 +1,19 @@
-"""Generate the Python gRPC stubs from proto/ into services/steerlab/v1/.
+"""Generate the Python gRPC stubs from proto/ into clients/python/steerlab_api/v1/.
 
     .venv/bin/python scripts/gen_proto.py            # write the stubs
     .venv/bin/python scripts/gen_proto.py --check    # exit 1 if the committed stubs are stale
 
 The stubs are committed so that installing SteerLab never needs protoc; tests/test_proto.py
-fails when they no longer match proto/.
+fails when they no longer match proto/. They form their own package, ``steerlab_api``, beside
+the client SDK, so that the SDK installs with grpcio and protobuf only; protoc would name the
+package after the proto directory (``steerlab.v1``), so its imports are rewritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import re
 import shutil
 import sys
 import tempfile
@@ -20,39 +23,54 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-PACKAGE_DIR = Path("steerlab") / "v1"
-OUTPUT_ROOT = ROOT / "services"
+PROTO_DIR = Path("steerlab") / "v1"
+PACKAGE_DIR = Path("steerlab_api") / "v1"
+OUTPUT_ROOT = ROOT / "clients" / "python"
 INIT_TEXT = '"""Generated from proto/steerlab/v1 by scripts/gen_proto.py. Do not edit."""\n'
+# Python module references protoc writes: ``from steerlab_api.v1 import x_pb2``, ``steerlab_api.v1.x_pb2``.
+MODULE_REFERENCE = re.compile(r"\bsteerlab\.v1(?= import |\.\w+_pb2\b)")
 
 
 def generate(output_root: Path) -> list[Path]:
-    """Run protoc into ``output_root``; return the generated files relative to it."""
-    protos = sorted(str(path.relative_to(PROTO_ROOT)) for path in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
+    """Run protoc, rename the package to ``steerlab_api.v1``, write it under ``output_root``;
+    return the generated files relative to ``output_root``."""
+    protos = sorted(str(path.relative_to(PROTO_ROOT)) for path in (PROTO_ROOT / PROTO_DIR).glob("*.proto"))
     well_known = Path(protoc.__file__).parent / "_proto"
     plugin_dir = Path(sys.executable).parent
-    args = [
-        "protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{well_known}",
-        f"--plugin=protoc-gen-mypy={plugin_dir / 'protoc-gen-mypy'}",
-        f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
-        f"--python_out={output_root}",
-        f"--grpc_python_out={output_root}",
-        f"--mypy_out={output_root}",
-        f"--mypy_grpc_out={output_root}",
-        *protos,
-    ]
-    (output_root / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)
-    if protoc.main(args) != 0:
-        raise SystemExit("gen_proto: protoc failed")
-    (output_root / PACKAGE_DIR / "__init__.py").write_text(INIT_TEXT)
-    return sorted(path.relative_to(output_root) for path in (output_root / PACKAGE_DIR).iterdir())
+    target = output_root / PACKAGE_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            f"-I{well_known}",
+            f"--plugin=protoc-gen-mypy={plugin_dir / 'protoc-gen-mypy'}",
+            f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
+            f"--python_out={scratch}",
+            f"--grpc_python_out={scratch}",
+            f"--mypy_out={scratch}",
+            f"--mypy_grpc_out={scratch}",
+            *protos,
+        ]
+        if protoc.main(args) != 0:
+            raise SystemExit("gen_proto: protoc failed")
+        for generated in sorted((Path(scratch) / PROTO_DIR).iterdir()):
+            renamed = MODULE_REFERENCE.sub("steerlab_api.v1", generated.read_text())
+            (target / generated.name).write_text(renamed)
+    for package in (target, target.parent):
+        (package / "__init__.py").write_text(INIT_TEXT)
+    (target.parent / "py.typed").write_text("")  # PEP 561: the .pyi stubs are the types
+    return sorted(path.relative_to(output_root) for path in target.parent.rglob("*") if path.is_file())
 
 
 def stale_files() -> list[str]:
-    """Generated files that are missing, extra or different in services/steerlab/v1/."""
-    committed_dir = OUTPUT_ROOT / PACKAGE_DIR
-    committed = {path.relative_to(OUTPUT_ROOT) for path in committed_dir.iterdir() if path.is_file()}
+    """Generated files that are missing, extra or different in clients/python/steerlab_api/."""
+    committed_dir = OUTPUT_ROOT / PACKAGE_DIR.parent
+    committed = {
+        path.relative_to(OUTPUT_ROOT)
+        for path in committed_dir.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
     with tempfile.TemporaryDirectory() as scratch:
         fresh = set(generate(Path(scratch)))
         changed = {
@@ -76,10 +94,9 @@ def main() -> None:
             raise SystemExit(1)
         print("generated stubs are up to date")
         return
-    target = OUTPUT_ROOT / PACKAGE_DIR
-    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(OUTPUT_ROOT / PACKAGE_DIR.parent, ignore_errors=True)
     for path in generate(OUTPUT_ROOT):
-        print(f"wrote services/{path}")
+        print(f"wrote clients/python/{path}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +135,17 @@ def dataset_lines(header: dict[str, Any], examples: list[dict[str, Any]]) -> lis
 
 def parse(header: dict[str, Any], examples: list[dict[str, Any]]) -> ContrastiveDataset:
     return parse_dataset(dataset_lines(header, examples), "test.jsonl")
+
+
+PLATFORM_TOKEN = "test-token-7c1e"
+
+
+@pytest.fixture(scope="session")
+def steerlab_up(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Any]:
+    """`steerlab up` on the small random Llama, with a token, shared by the SDK and chat tests."""
+    from service_support import PlatformProcess
+
+    root = tmp_path_factory.mktemp("platform")
+    platform = PlatformProcess(str(tiny_model_dir), root / "data", root / "home", token=PLATFORM_TOKEN)
+    yield platform
+    assert platform.stop() == 0

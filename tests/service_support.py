@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -193,3 +194,51 @@ class ServiceProcess:
         """SIGTERM, as Kubernetes sends; returns the exit status."""
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=30)
+
+
+class PlatformProcess:
+    """`steerlab up` in a child process on free ports; ``startup`` holds what it printed first."""
+
+    READY = re.compile(r"serving on (?P<address>\S+) .*metrics (?P<metrics>http://\S+/metrics)")
+
+    def __init__(
+        self, model: str, data_dir: Path, home: Path, token: str = "", timeout_s: float = 600
+    ) -> None:
+        env = {**os.environ, "STEERLAB_HOME": str(home), "STEERLAB_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+        env.pop("STEERLAB_DATABASE_URL", None)
+        command = ["up", "--model", model, "--port", "0", "--metrics-port", "0", "--data-dir", str(data_dir)]
+        self.log = (data_dir.parent / f"{data_dir.name}-stderr.log").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "steerlab.cli", *command],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
+        )
+        self.startup: list[str] = []
+        ready = self._read_until_ready(timeout_s)
+        self.address, self.metrics_url = ready["address"], ready["metrics"]
+
+    def _read_until_ready(self, timeout_s: float) -> re.Match[str]:
+        assert self.process.stdout is not None
+        timer = threading.Timer(timeout_s, self.process.kill)
+        timer.start()
+        try:
+            for line in self.process.stdout:
+                self.startup.append(line.rstrip())
+                ready = self.READY.search(line)
+                if ready:
+                    return ready
+        finally:
+            timer.cancel()
+        self.process.wait()
+        errors = Path(self.log.name).read_text()[-3000:]
+        raise AssertionError("steerlab up did not start:\n" + "\n".join(self.startup) + "\n" + errors)
+
+    def stop(self) -> int:
+        """SIGTERM, as Kubernetes sends; returns the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=60)
+        finally:
+            self.log.close()

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from service_support import ServerThread, fresh_postgres_database, make_vector_set
-from steerlab_client import ClientError, InferenceClient, RegistryClient, SessionClient
 from test_sessions_service import start_sessions
 
 from steerlab.inference.engine import EngineSettings
@@ -24,6 +23,7 @@ from steerlab.serving import ServerSettings
 from steerlab.sessions.learn import FeedbackInterpreter
 from steerlab.steering import LoadedModel
 from steerlab.steering.models import ModelFingerprint
+from steerlab_client import ClientError, InferenceClient, RegistryClient, SessionClient
 
 PROMPT = "Plan a dinner in Rome for two."
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from service_support import ServerThread, ServiceProcess, free_port, make_vector_set, open_store
-from steerlab_client import InferenceClient
 
 from steerlab.inference.server import InferenceSettings, build_inference_server
 from steerlab.serving import ServerSettings
 from steerlab.steering import load_model
+from steerlab_client import InferenceClient
 
 REQUESTS: list[dict[str, Any]] = [
     {"messages": "Plan a dinner in Rome.", "strengths": {}},

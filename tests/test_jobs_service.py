@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,21 +19,26 @@ import grpc
 import pytest
 from conftest import small_dataset
 from service_support import ServerThread, fresh_postgres_database, open_store, require_redis
-from steerlab_client import ClientError, JobClient
 
 from steerlab.jobs.server import JobServer, JobServiceSettings
 from steerlab.jobs.worker import WorkerSettings
 from steerlab.serving import ServerSettings
-from steerlab.v1 import jobs_pb2 as pb
+from steerlab_api.v1 import jobs_pb2 as pb
+from steerlab_client import ClientError, JobClient
 
 BROKER = "redis://127.0.0.1:6379/9"  # a database of its own, emptied before the tests
 LEASE_S = 3.0
+RUN = uuid.uuid4().hex
 
 
 def custom_dataset(name: str = "thrift", per_pole: int = 12) -> bytes:
-    """A custom dimension (the cost prompts under another name), as an uploaded JSON Lines file."""
+    """A custom dimension (the cost prompts under another name), as an uploaded JSON Lines file.
+
+    Its description is new on every test run: workers cache extractions by dataset content, and
+    these tests need each job to really extract (to be killed or cancelled mid-way).
+    """
     dataset = small_dataset(per_pole)
-    header = {**dataset.dimension.to_dict(), "dimension": name}
+    header = {**dataset.dimension.to_dict(), "dimension": name, "description": f"test run {RUN}"}
     examples = [{"prompt": e.prompt, "completion": e.completion, "label": e.label} for e in dataset.examples]
     return "\n".join(json.dumps(line) for line in [header, *examples]).encode()
 
@@ -150,6 +156,7 @@ def test_submit_watch_and_the_result_lands_in_the_registry(
         "activations",
         "probes",
         "range",
+        "done",  # the core's last report, replaced by "registering" a moment later
         "registering",
         "succeeded",
     }

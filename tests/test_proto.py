@@ -24,12 +24,12 @@ def test_the_contract_follows_the_conventions() -> None:
     import importlib
     import pkgutil
 
-    import steerlab.v1
+    import steerlab_api.v1
 
-    names = [m.name for m in pkgutil.iter_modules(steerlab.v1.__path__) if m.name.endswith("_pb2")]
+    names = [m.name for m in pkgutil.iter_modules(steerlab_api.v1.__path__) if m.name.endswith("_pb2")]
     assert sorted(names) == ["inference_pb2", "jobs_pb2", "registry_pb2", "sessions_pb2", "vectors_pb2"]
     for name in names:
-        descriptor = importlib.import_module(f"steerlab.v1.{name}").DESCRIPTOR
+        descriptor = importlib.import_module(f"steerlab_api.v1.{name}").DESCRIPTOR
         assert descriptor.package == "steerlab.v1"
         for service in descriptor.services_by_name.values():
             assert service.name.endswith("Service")

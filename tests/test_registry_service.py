@@ -17,9 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from safetensors.torch import save as save_tensors
 from service_support import DIGEST_B, ServerThread, fresh_postgres_database, make_vector_set
-from steerlab_client import ClientError, RegistryClient
 
 from steerlab.steering import VectorSet
+from steerlab_client import ClientError, RegistryClient
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service_support import ServiceProcess, free_port, fresh_postgres_database
+
 from steerlab_client import RegistryClient, SessionClient
 
 

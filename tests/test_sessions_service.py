@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from service_support import ServerThread, fresh_postgres_database
-from steerlab_client import ClientError, RegistryClient, SessionClient
 
 from steerlab.serving import ServerSettings
 from steerlab.sessions.learn import FeedbackInterpreter
 from steerlab.sessions.server import SessionSettings, build_session_server
-from steerlab.v1 import sessions_pb2 as pb
+from steerlab_api.v1 import sessions_pb2 as pb
+from steerlab_client import ClientError, RegistryClient, SessionClient
 
 
 @pytest.fixture(scope="module")

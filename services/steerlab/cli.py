@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .allinone.cli import add_commands as add_up_command
 from .cli_options import add_extraction_options, extraction_parameters
 from .inference.cli import add_commands as add_inference_commands
 from .jobs.cli import add_commands as add_job_commands
 from .registry.cli import add_commands as add_registry_commands
 from .sessions.cli import add_commands as add_session_commands
 
-MODEL_COMMANDS = ("extract", "generate", "demo", "inference")  # the rest stay fast: no torch, no transformers
-STEER_PATTERN = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*)=(?P<pct>[+-]?\d+(\.\d+)?)%?$")
+MODEL_COMMANDS = (
+    "extract",
+    "generate",
+    "demo",
+    "inference",
+    "up",
+)  # the rest stay fast: no torch, no transformers
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,19 +33,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_steer(values: Sequence[str]) -> dict[str, float]:
-    """Parse ``NAME=PCT`` arguments (``cost=+40``, ``age=-100%``)."""
+    """Parse ``NAME=PCT`` arguments (``cost=+40``, ``age=-100%``), each within -100..100."""
+    from steerlab_client.chat import parse_strengths
+
     from .steering import SteeringError, check_strength
 
-    strengths: dict[str, float] = {}
-    for value in values:
-        match = STEER_PATTERN.match(value.strip())
-        if not match:
-            raise SteeringError(f"--steer {value!r} is not NAME=PCT, e.g. cost=+40")
-        name = match["name"]
-        if name in strengths:
-            raise SteeringError(f"--steer names {name!r} twice")
-        strengths[name] = check_strength(name, float(match["pct"]))
-    return strengths
+    try:
+        strengths = parse_strengths(values)
+    except ValueError as exc:
+        raise SteeringError(f"--steer: {exc}") from None
+    return {name: check_strength(name, percent) for name, percent in strengths.items()}
 
 
 def _cmd_dimensions(args: argparse.Namespace) -> None:
@@ -142,6 +144,28 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(model=args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens)
 
 
+def _cmd_chat(args: argparse.Namespace) -> None:
+    import contextlib
+    import getpass
+    import os
+
+    from steerlab_client import SteerLab
+    from steerlab_client.chat import Chat, ChatSettings, parse_strengths
+
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (line editing and history for input())
+    settings = ChatSettings(
+        mode=args.mode,
+        strengths=parse_strengths(args.steer),
+        user=args.user or getpass.getuser(),
+        session=args.session or "",
+        max_new_tokens=args.max_new_tokens,
+    )
+    server = args.server or os.environ.get("STEERLAB_SERVER") or "localhost:50050"
+    with SteerLab(server, token=os.environ.get("STEERLAB_TOKEN")) as steerlab:
+        Chat(steerlab, settings, sys.stdout).run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="steerlab", description="Personalise LLMs with activation steering.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -181,16 +205,32 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt")
     generate.set_defaults(run=_cmd_generate)
 
-    demo = commands.add_parser("demo", help="extract the built-in dimensions and show their effect")
+    demo = commands.add_parser(
+        "demo", help="start the platform (steerlab up), show it working through the SDK, stop it"
+    )
     demo.add_argument("--model", default="smollm2-135m")
     demo.add_argument("--prompt", default=None)
     demo.add_argument("--max-new-tokens", type=int, default=60)
     demo.set_defaults(run=_cmd_demo)
 
+    chat = commands.add_parser("chat", help="chat with a steered model in the terminal (needs a server)")
+    chat.add_argument(
+        "--server", help="HOST:PORT of `steerlab up` (default STEERLAB_SERVER or localhost:50050)"
+    )
+    chat.add_argument("--mode", choices=["select", "calibrate", "learn"], default="select")
+    chat.add_argument(
+        "--steer", action="append", default=[], metavar="NAME=PCT", help="starting strength (repeatable)"
+    )
+    chat.add_argument("--user", help="user id for the new session (default: your login name)")
+    chat.add_argument("--session", help="resume this session instead of starting one")
+    chat.add_argument("--max-new-tokens", type=int, default=160)
+    chat.set_defaults(run=_cmd_chat)
+
     add_registry_commands(commands)
     add_session_commands(commands)
     add_inference_commands(commands)
     add_job_commands(commands)
+    add_up_command(commands)
     return parser
 
 

@@ -1,56 +1,199 @@
-"""The local demo: extract the built-in dimensions and answer one prompt across strengths."""
+"""The platform demo (README command one): start ``steerlab up``, use it through the SDK, stop it.
+
+Everything after the start goes through :mod:`steerlab_client` over a real socket, as any user's
+program would: the same request under different preference mixes side by side, a simulated
+CALIBRATE run and a simulated LEARN run, a session's history with the vector set versions used,
+and the server's metrics. The server is a child process, stopped on the way out whatever happens.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import textwrap
+import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
-from .steering import BUILTIN_DIMENSIONS, builtin_dataset, generate, load_model
-from .steering.cache import extract_cached
+from steerlab_api.v1 import sessions_pb2 as spb
+from steerlab_client import SteerLab
+from steerlab_client.sessions import MODES
+
+from .steering.models import steerlab_home
 
 DEFAULT_PROMPT = "Help me plan a weekend in Edinburgh."
-STRENGTHS = (-100, 100)
-
-
-def _print_answer(label: str, text: str) -> None:
-    prefix = f"  {label:<19} "
-    print(
-        textwrap.fill(
-            " ".join(text.split()), width=110, initial_indent=prefix, subsequent_indent=" " * len(prefix)
-        )
-    )
+READY = re.compile(r"serving on (?P<address>\S+) .*metrics (?P<metrics>http://\S+/metrics)")
+MIXES = [
+    ("unsteered", {}),
+    ("cost -100% (budget)", {"cost": -100}),
+    ("cost +100% (luxury)", {"cost": 100}),
+    ("age -100%, culture +100%", {"age": -100, "culture": 100}),
+]
+# The simulated CALIBRATE user reads both answers and prefers the thriftier one.
+BUDGET_WORDS = ("budget", "cheap", "free", "affordable", "save", "hostel", "low-cost", "inexpensive")
+LUXURY_WORDS = ("luxury", "exclusive", "premium", "gourmet", "five-star", "upscale", "fine dining", "spa")
+LEARN_REPLIES = [
+    "That sounds far too expensive, I'm a student on a tight budget.",
+    "Still pricey. Cheaper options please, I really can't spend much.",
+]
 
 
 def run_demo(model: str = "smollm2-135m", prompt: str | None = None, max_new_tokens: int = 60) -> None:
-    """Extract (or reuse) the five built-in vector sets, then steer one prompt with each."""
+    """Start the platform on ``model``, show it working through the SDK, then stop it."""
     prompt = prompt or DEFAULT_PROMPT
     started = time.perf_counter()
-    print(f"Loading {model} ...", flush=True)
-    lm = load_model(model)
-    vector_sets = []
-    for name in BUILTIN_DIMENSIONS:
-        print(f"Vector set {name!r}: extracting or loading from cache ...", flush=True)
-        vector_set = extract_cached(lm, builtin_dataset(name), progress=True)
-        print(
-            f"  {len(vector_set.selected_layers)} layers, held-out accuracy "
-            f"{vector_set.heldout_accuracy:.2f}, alpha_max {vector_set.alpha_max:.3f}"
-        )
-        vector_sets.append(vector_set)
+    with running_platform(model) as (address, metrics_url), SteerLab(address) as steerlab:
+        show_platform(steerlab, address, metrics_url)
+        show_mixes(steerlab, prompt, max_new_tokens)
+        show_calibrate(steerlab, prompt, max_new_tokens)
+        session = show_learn(steerlab, max_new_tokens)
+        show_history(steerlab, session)
+        show_metrics(metrics_url)
+    print(f"\nDone in {time.perf_counter() - started:.0f} s; the platform has been stopped.")
 
-    # One batch: the unsteered answer, then each dimension at both extremes, row by row.
-    rows: list[dict[str, float] | None] = [None]
-    rows += [{vs.name: pct} for vs in vector_sets for pct in STRENGTHS]
-    print(f"\nGenerating {len(rows)} answers in one batch, each row with its own steering ...", flush=True)
-    answers = generate(
-        lm, [prompt] * len(rows), vector_sets=vector_sets, strengths=rows, max_new_tokens=max_new_tokens
+
+@contextmanager
+def running_platform(model: str) -> Iterator[tuple[str, str]]:
+    """``steerlab up`` as a child process on free ports; yields (address, metrics URL)."""
+    data_dir = steerlab_home() / "demo-platform"
+    command = [sys.executable, "-m", "steerlab.cli", "up", "--model", model, "--port", "0"]
+    command += ["--metrics-port", "0", "--data-dir", str(data_dir)]
+    print(f"Starting the platform: steerlab up --model {model} (data in {data_dir})", flush=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("STEERLAB_DATABASE_URL", None)  # the demo keeps to its own embedded database
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        yield _wait_until_serving(server)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _wait_until_serving(server: subprocess.Popen[str]) -> tuple[str, str]:
+    assert server.stdout is not None
+    for line in server.stdout:
+        print(f"  | {line.rstrip()}", flush=True)
+        ready = READY.search(line)
+        if ready:
+            # Keep draining the server's output so that it never blocks on a full pipe.
+            threading.Thread(target=server.stdout.read, daemon=True).start()
+            return ready["address"], ready["metrics"]
+    raise RuntimeError(f"steerlab up exited with status {server.wait()} before serving (output above)")
+
+
+def heading(title: str) -> None:
+    print(f"\n== {title} ==", flush=True)
+
+
+def show_text(label: str, text: str, width: int = 110) -> None:
+    prefix = f"  {label:<26} "
+    print(
+        textwrap.fill(
+            " ".join(text.split()), width, initial_indent=prefix, subsequent_indent=" " * len(prefix)
+        )
     )
-    print(f"\nPrompt: {prompt}\n")
-    _print_answer("unsteered", answers[0])
-    for index, vector_set in enumerate(vector_sets):
-        dim = vector_set.dimension
-        print(f"\n{dim.name}: {dim.negative_pole} (-100%) <-> {dim.positive_pole} (+100%)")
-        low, high = answers[1 + 2 * index], answers[2 + 2 * index]
-        _print_answer(f"-100% {dim.negative_pole}", low)
-        _print_answer("0%", answers[0])
-        _print_answer(f"+100% {dim.positive_pole}", high)
-    print(f"\nDone in {time.perf_counter() - started:.0f} s.")
+
+
+def show_platform(steerlab: SteerLab, address: str, metrics_url: str) -> None:
+    heading(f"The platform at {address}")
+    model = steerlab.inference.get_model()
+    print(f"  model {model.name} on {model.device} ({model.dtype}), batch up to {model.max_batch}")
+    for dimension in steerlab.registry.list_dimensions():
+        aliases = steerlab.registry.list_aliases(dimension=dimension.name)
+        versions = ", ".join(f"{a.name} -> v{a.version}" for a in aliases) or "no alias"
+        print(f"  {dimension.name:<9} {dimension.negative_pole} <-> {dimension.positive_pole}  ({versions})")
+
+
+def show_mixes(steerlab: SteerLab, prompt: str, max_new_tokens: int) -> None:
+    heading("One request, four preference mixes (sent together; they share the server's batch)")
+    print(f"  prompt: {prompt}")
+    with ThreadPoolExecutor(len(MIXES)) as pool:
+        answers = list(
+            pool.map(
+                lambda mix: steerlab.inference.generate(
+                    prompt, strengths=mix[1], max_new_tokens=max_new_tokens
+                ),
+                MIXES,
+            )
+        )
+    for (label, _), answer in zip(MIXES, answers, strict=True):
+        show_text(label, answer.text)
+
+
+def prefers_thrift(left: str, right: str) -> str:
+    """The simulated user's choice: the answer with more budget words and fewer luxury ones."""
+
+    def thrift(text: str) -> int:
+        lowered = text.lower()
+        return sum(lowered.count(w) for w in BUDGET_WORDS) - sum(lowered.count(w) for w in LUXURY_WORDS)
+
+    return "right" if thrift(right) > thrift(left) else "left"
+
+
+def show_calibrate(steerlab: SteerLab, prompt: str, max_new_tokens: int) -> None:
+    heading("CALIBRATE: a simulated user picks the thriftier of two answers, three rounds")
+    session = steerlab.create_session("demo-calibrate", mode="calibrate")
+
+    def choose(comparison: spb.Comparison, left: str, right: str) -> str:
+        side = prefers_thrift(left, right)
+        print(
+            f"  round {comparison.round}: cost {comparison.left:+.0f}% or {comparison.right:+.0f}%?",
+            f"picks {side}",
+        )
+        return side
+
+    result = steerlab.calibrate(session.id, ["cost"], prompt, choose, max_new_tokens=max_new_tokens)
+    print(f"  calibrated strengths: {result.strengths}")
+
+
+def show_learn(steerlab: SteerLab, max_new_tokens: int) -> str:
+    heading("LEARN: the user's replies move the strengths")
+    session = steerlab.create_session("demo-learn", mode="learn")
+    stream = steerlab.chat(
+        "Where should we go for dinner on Friday?", session=session.id, max_new_tokens=max_new_tokens
+    )
+    show_text("bot", "".join(stream))
+    for reply in LEARN_REPLIES:
+        show_text("user", reply)
+        stream = steerlab.chat(reply, session=session.id, max_new_tokens=max_new_tokens)
+        show_text("bot", "".join(stream))
+        update = steerlab.preference_update(session.id, stream.answer)
+        print(f"  learned: {update.summary if update else 'no change'}")
+    return session.id
+
+
+def show_history(steerlab: SteerLab, session_id: str) -> None:
+    heading("The LEARN session's history, with the vector set versions each answer used")
+    session = steerlab.sessions.get(session_id, include_turns=True)
+    modes = {value: name for name, value in MODES.items()}
+    print(f"  session {session.id} ({modes.get(session.mode, '?')}), strengths {dict(session.strengths)}")
+    for turn in session.turns:
+        used = ", ".join(f"{s.dimension} v{s.vector_set_version} {s.strength:+.0f}%" for s in turn.steering)
+        role = "user" if turn.role == spb.ROLE_USER else "bot"
+        print(f"  #{turn.index} {role:<4} {turn.text[:70]!r}{'  [' + used + ']' if used else ''}")
+
+
+def show_metrics(metrics_url: str) -> None:
+    heading(f"Metrics ({metrics_url}; Prometheus scrapes the same)")
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    wanted = (
+        "steerlab_inference_generated_tokens_total",
+        "steerlab_inference_finished_requests_total",
+        "steerlab_inference_steering_cache",
+        "steerlab_job_jobs",
+    )
+    for line in lines:
+        if line.startswith(wanted) and "_created" not in line:
+            print(f"  {line}")
+    print("  Vector versions: `steerlab vectors list --registry HOST:PORT` while `steerlab up` runs;")
+    print("  run it yourself with `.venv/bin/steerlab up`, then `.venv/bin/steerlab chat` beside it.")

@@ -1,8 +1,17 @@
-"""What every client shares: one channel, a deadline per call, and errors as :class:`ClientError`."""
+"""What every client shares: one channel, a deadline per call, a token, and retries.
+
+A :class:`Connection` is one gRPC channel to one address; several service clients can share it
+(the all-in-one server serves every service on one port). Calls that fail with UNAVAILABLE (the
+server is down, restarting or unreachable) are retried with exponential backoff and jitter; a
+streaming call is retried only until its first message arrives, so nothing is ever repeated.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -14,24 +23,159 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _Response = TypeVar("_Response")
 
 
-class ServiceClient:
-    """A channel to one service at ``target`` (``host:port``); use as a context manager or ``close()``."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry a call that failed with UNAVAILABLE.
+
+    ``attempts`` counts the first try; 1 disables retries. The wait before retry ``n`` is
+    ``initial_backoff_s * multiplier**(n-1)``, capped at ``max_backoff_s``, times a random factor
+    in [0.5, 1] so that many clients do not retry in step. Retries never outlast the deadline.
+    """
+
+    attempts: int = 4
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+        if self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.multiplier < 1:
+            raise ValueError("backoffs must be >= 0 and the multiplier >= 1")
+
+    def backoff_s(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1-based)."""
+        base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (retry - 1))
+        return base * random.uniform(0.5, 1.0)
+
+    def wait_or_raise(self, error: grpc.RpcError, attempt: int, deadline: float | None) -> float:
+        """After failed try ``attempt``: how long to wait before the next, or the typed error
+        raised when the failure is not UNAVAILABLE, the tries are spent or the deadline is near."""
+        failure = ClientError.from_rpc_error(error)
+        if failure.code == grpc.StatusCode.UNAVAILABLE and attempt < self.attempts:
+            wait = self.backoff_s(attempt)
+            if deadline is None or time.monotonic() + wait < deadline:
+                return wait
+        raise failure from None
+
+
+DEFAULT_RETRY = RetryPolicy()
+NO_RETRIES = RetryPolicy(attempts=1)
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+class Connection:
+    """One channel to ``target`` (``host:port``) and the defaults of every call made on it."""
 
     def __init__(
-        self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    ):
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+        self.retry = retry
+        self.metadata = auth_metadata(token)
+        self.channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes))
 
     def close(self) -> None:
-        self._channel.close()
+        self.channel.close()
+
+    def unary(
+        self, method: Callable[..., _Response], request: Any, timeout_s: float | None = None
+    ) -> _Response:
+        """Call ``method``; retry on UNAVAILABLE within the deadline; raise :class:`ClientError`."""
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return method(request, timeout=remaining_s(deadline), metadata=self.metadata)
+            except grpc.RpcError as error:
+                time.sleep(self.retry.wait_or_raise(error, attempt, deadline))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def stream(self, method: Callable[..., Any], request: Any, timeout_s: float | None) -> Iterator[Any]:
+        """Yield a server stream's messages; retry on UNAVAILABLE until the first one arrives.
+
+        ``timeout_s`` None means no deadline (e.g. watching a job for hours). Closing the
+        iterator early cancels the call on the server.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for attempt in range(1, self.retry.attempts + 1):
+            call = method(request, timeout=remaining_s(deadline), metadata=self.metadata)
+            received = False
+            try:
+                for message in call:
+                    received = True
+                    yield message
+                return
+            except grpc.RpcError as error:
+                if received:
+                    raise ClientError.from_rpc_error(error) from None
+                time.sleep(self.retry.wait_or_raise(error, attempt, deadline))
+            finally:
+                call.cancel()
+
+
+def remaining_s(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (a ``time.monotonic()`` value), at least 1 ms; None: none."""
+    return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+
+class ServiceClient:
+    """A client of one service: over its own channel to ``target``, or over a shared ``Connection``.
+
+    ``timeout_s`` is the deadline of each call (default :attr:`default_timeout_s`); ``token`` is
+    sent as ``authorization: Bearer <token>``. Use as a context manager or call ``close()``;
+    closing a client closes only a channel it owns.
+    """
+
+    default_timeout_s = 30.0
+
+    def __init__(
+        self,
+        target: str | Connection,
+        timeout_s: float | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        *,
+        token: str | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ):
+        self.timeout_s = timeout_s or self.default_timeout_s
+        if isinstance(target, Connection):
+            self.connection, self._owns_connection = target, False
+        else:
+            self.connection = Connection(
+                target,
+                token=token,
+                timeout_s=self.timeout_s,
+                retry=retry,
+                max_message_bytes=max_message_bytes,
+            )
+            self._owns_connection = True
+        self.target = self.connection.target
+        self._bind(self.connection.channel)
+
+    def _bind(self, channel: grpc.Channel) -> None:
+        """Create the service's stub on ``channel``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._owns_connection:
+            self.connection.close()
 
     def __enter__(self) -> Any:
         return self
@@ -39,8 +183,11 @@ class ServiceClient:
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.close()
 
-    def _call(self, method: Callable[..., _Response], request: Any) -> _Response:
-        try:
-            return method(request, timeout=self.timeout_s)
-        except grpc.RpcError as error:
-            raise ClientError.from_rpc_error(error) from None
+    def _call(
+        self, method: Callable[..., _Response], request: Any, timeout_s: float | None = None
+    ) -> _Response:
+        return self.connection.unary(method, request, timeout_s or self.timeout_s)
+
+    def _stream(self, method: Callable[..., Any], request: Any, timeout_s: float | None) -> Iterator[Any]:
+        """A server stream; ``timeout_s`` None means no deadline."""
+        return self.connection.stream(method, request, timeout_s)

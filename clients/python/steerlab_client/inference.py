@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import grpc
 
-from steerlab.v1 import inference_pb2 as pb
-from steerlab.v1 import inference_pb2_grpc
+from steerlab_api.v1 import inference_pb2 as pb
+from steerlab_api.v1 import inference_pb2_grpc
 
-from .channel import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
+from .channel import ServiceClient
 from .errors import ClientError
 
 Message = Mapping[str, str]
@@ -28,6 +29,11 @@ class Answer:
         """dimension -> (vector set version, strength) as applied."""
         return {a.dimension: (a.vector_set_version, a.strength) for a in self.done.applied}
 
+    @property
+    def turn_index(self) -> int:
+        """In a session: the index of the assistant turn this answer was recorded as."""
+        return int(self.done.session_turn_index)
+
 
 class InferenceClient(ServiceClient):
     """Calls ``steerlab.v1.InferenceService``. Strengths are percent of each dimension's range.
@@ -35,11 +41,10 @@ class InferenceClient(ServiceClient):
     Pins choose a vector set version per dimension: an ``int`` version or a ``str`` alias.
     """
 
-    def __init__(
-        self, target: str, timeout_s: float = 120.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    ):
-        super().__init__(target, timeout_s, max_message_bytes)
-        self._stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
+    default_timeout_s = 120.0  # a whole generation
+
+    def _bind(self, channel: grpc.Channel) -> None:
+        self._stub = inference_pb2_grpc.InferenceServiceStub(channel)
 
     def get_model(self) -> pb.GetModelResponse:
         return self._call(self._stub.GetModel, pb.GetModelRequest())
@@ -48,47 +53,80 @@ class InferenceClient(ServiceClient):
         self,
         messages: str | Sequence[Message] = (),
         *,
-        strengths: Mapping[str, float] | None = None,
-        pins: Mapping[str, int | str] | None = None,
-        session_id: str = "",
-        max_new_tokens: int = 0,
-        temperature: float = 0.0,
-        top_p: float = 0.0,
-        top_k: int = 0,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
         timeout_s: float | None = None,
+        **options: Unpack[GenerateOptions],
     ) -> Iterator[pb.GenerateResponse]:
-        """Yield text deltas, then the final ``done`` message; closing the iterator cancels the call."""
-        request = pb.GenerateRequest(
-            messages=_messages(messages),
-            session_id=session_id,
-            steering=pb.Steering(strengths=dict(strengths or {}), pins=_pins(pins or {})),
-            sampling=pb.SamplingParams(
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                max_new_tokens=max_new_tokens,
-                stop=list(stop),
-                seed=seed,
-            ),
-        )
-        call = self._stub.Generate(request, timeout=timeout_s or self.timeout_s)
-        try:
-            yield from call
-        except grpc.RpcError as error:
-            raise ClientError.from_rpc_error(error) from None
-        finally:
-            call.cancel()
+        """Yield text deltas, then the final ``done`` message; closing the iterator cancels the call.
 
-    def generate(self, messages: str | Sequence[Message] = (), **options: object) -> Answer:
+        ``options`` are those of :class:`GenerateOptions`.
+        """
+        request = generate_request(messages, **options)
+        yield from self._stream(self._stub.Generate, request, timeout_s or self.timeout_s)
+
+    def generate(
+        self,
+        messages: str | Sequence[Message] = (),
+        *,
+        timeout_s: float | None = None,
+        **options: Unpack[GenerateOptions],
+    ) -> Answer:
         """The whole answer at once (same options as :meth:`stream`)."""
-        text = ""
-        for response in self.stream(messages, **options):  # type: ignore[arg-type]
-            if response.HasField("done"):
-                return Answer(text, response.done)
-            text += response.text_delta
-        raise ClientError(grpc.StatusCode.UNKNOWN, "the stream ended without a final message")
+        return collect(self.stream(messages, timeout_s=timeout_s, **options))
+
+
+class SamplingOptions(TypedDict, total=False):
+    """How to generate: greedy unless ``temperature`` > 0; ``top_p``, ``top_k``, ``seed``;
+    ``max_new_tokens`` (0: the server's default); ``stop`` strings. ``pins``: a vector set version
+    (int) or alias (str) per dimension; default the alias "production", else the latest version.
+    """
+
+    pins: Mapping[str, int | str]
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    stop: Sequence[str]
+    seed: int | None
+
+
+class GenerateOptions(SamplingOptions, total=False):
+    """:class:`SamplingOptions`, and either ``strengths`` (percent of each dimension's range,
+    -100..100) or ``session_id``: answer within that session, with its history and strengths,
+    recording the turns there."""
+
+    strengths: Mapping[str, float]
+    session_id: str
+
+
+def generate_request(
+    messages: str | Sequence[Message] = (), **options: Unpack[GenerateOptions]
+) -> pb.GenerateRequest:
+    """The ``GenerateRequest`` for ``messages`` (a string is one user message) and ``options``."""
+    return pb.GenerateRequest(
+        messages=_messages(messages),
+        session_id=options.get("session_id", ""),
+        steering=pb.Steering(
+            strengths=dict(options.get("strengths") or {}), pins=_pins(options.get("pins") or {})
+        ),
+        sampling=pb.SamplingParams(
+            temperature=options.get("temperature", 0.0),
+            top_p=options.get("top_p", 0.0),
+            top_k=options.get("top_k", 0),
+            max_new_tokens=options.get("max_new_tokens", 0),
+            stop=list(options.get("stop", ())),
+            seed=options.get("seed"),
+        ),
+    )
+
+
+def collect(responses: Iterable[pb.GenerateResponse]) -> Answer:
+    """Join a generation stream into one :class:`Answer`."""
+    text = ""
+    for response in responses:
+        if response.HasField("done"):
+            return Answer(text, response.done)
+        text += response.text_delta
+    raise ClientError(grpc.StatusCode.UNKNOWN, "the stream ended without a final message")
 
 
 def _messages(messages: str | Sequence[Message]) -> list[pb.ChatMessage]:

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import grpc
 
-from steerlab.v1 import jobs_pb2 as pb
-from steerlab.v1 import jobs_pb2_grpc
+from steerlab_api.v1 import jobs_pb2 as pb
+from steerlab_api.v1 import jobs_pb2_grpc
 
-from .channel import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
-from .errors import ClientError
+from .channel import ServiceClient
 
 STATES = {
     "queued": pb.JOB_STATE_QUEUED,
@@ -37,11 +36,8 @@ class JobClient(ServiceClient):
     ...         print(update.progress.stage, update.progress.percent)
     """
 
-    def __init__(
-        self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    ):
-        super().__init__(target, timeout_s, max_message_bytes)
-        self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
+    def _bind(self, channel: grpc.Channel) -> None:
+        self._stub = jobs_pb2_grpc.JobServiceStub(channel)
 
     def submit_extraction(
         self,
@@ -85,12 +81,10 @@ class JobClient(ServiceClient):
         return self._call(self._stub.GetJob, pb.GetJobRequest(id=job_id)).job
 
     def watch(self, job_id: str, timeout_s: float | None = None) -> Iterator[pb.Job]:
-        """The job now, then at every change of state or progress, until it ends."""
-        try:
-            for response in self._stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=timeout_s):
-                yield response.job
-        except grpc.RpcError as error:
-            raise ClientError.from_rpc_error(error) from None
+        """The job now, then at every change of state or progress, until it ends (no deadline
+        unless ``timeout_s``)."""
+        for response in self._stream(self._stub.WatchJob, pb.WatchJobRequest(id=job_id), timeout_s):
+            yield response.job
 
     def wait(self, job_id: str, timeout_s: float | None = None) -> pb.Job:
         """Block until the job ends; returns its final record."""

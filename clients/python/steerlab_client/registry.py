@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from steerlab.v1 import registry_pb2 as pb
-from steerlab.v1 import registry_pb2_grpc
-from steerlab.v1 import vectors_pb2 as vpb
+import grpc
 
-from .channel import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
+from steerlab_api.v1 import registry_pb2 as pb
+from steerlab_api.v1 import registry_pb2_grpc
+from steerlab_api.v1 import vectors_pb2 as vpb
+
+from .channel import ServiceClient
 
 _REF = re.compile(r"^(?P<dimension>[^@\s]+)(?:@(?P<target>[^@\s]+))?$")
 
@@ -45,11 +47,8 @@ class RegistryClient(ServiceClient):
     Every method raises :class:`ClientError` with the server's status code on failure.
     """
 
-    def __init__(
-        self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    ):
-        super().__init__(target, timeout_s, max_message_bytes)
-        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+    def _bind(self, channel: grpc.Channel) -> None:
+        self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
 
     # -- dimensions -------------------------------------------------------------------------
 

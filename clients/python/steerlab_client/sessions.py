@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from steerlab.v1 import sessions_pb2 as pb
-from steerlab.v1 import sessions_pb2_grpc
+import grpc
 
-from .channel import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
+from steerlab_api.v1 import sessions_pb2 as pb
+from steerlab_api.v1 import sessions_pb2_grpc
+
+from .channel import ServiceClient
 
 MODES = {
     "select": pb.INTERFACE_MODE_SELECT,
@@ -24,11 +26,8 @@ class SessionClient(ServiceClient):
     Every method raises :class:`ClientError` with the server's status code on failure.
     """
 
-    def __init__(
-        self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    ):
-        super().__init__(target, timeout_s, max_message_bytes)
-        self._stub = sessions_pb2_grpc.SessionServiceStub(self._channel)
+    def _bind(self, channel: grpc.Channel) -> None:
+        self._stub = sessions_pb2_grpc.SessionServiceStub(channel)
 
     def create(
         self,
@@ -39,14 +38,7 @@ class SessionClient(ServiceClient):
         tenant: str = "",
         learning_rate: float = 0.0,
     ) -> pb.Session:
-        request = pb.CreateSessionRequest(
-            tenant=tenant,
-            user_id=user_id,
-            model=model,
-            mode=MODES[mode],
-            strengths=strengths or {},
-            learning_rate=learning_rate,
-        )
+        request = create_request(user_id, model, mode, strengths, tenant, learning_rate)
         return self._call(self._stub.CreateSession, request).session
 
     def get(self, session_id: str, include_turns: bool = False) -> pb.Session:
@@ -80,7 +72,7 @@ class SessionClient(ServiceClient):
         request = pb.UpdatePreferencesRequest(
             session_id=session_id,
             strengths=strengths,
-            mode=MODES[mode] if mode else pb.INTERFACE_MODE_UNSPECIFIED,
+            mode=mode_value(mode) if mode else pb.INTERFACE_MODE_UNSPECIFIED,
             expected_revision=expected_revision,
         )
         return self._call(self._stub.UpdatePreferences, request).session
@@ -117,12 +109,42 @@ class SessionClient(ServiceClient):
 
     def choose(self, session_id: str, comparison: pb.Comparison, side: str) -> pb.ChooseComparisonResponse:
         """Answer ``comparison`` with "left" or "right"."""
-        request = pb.ChooseComparisonRequest(
-            session_id=session_id, dimension=comparison.dimension, round=comparison.round, choice=SIDES[side]
-        )
-        return self._call(self._stub.ChooseComparison, request)
+        return self._call(self._stub.ChooseComparison, choose_request(session_id, comparison, side))
 
     def calibration(self, session_id: str) -> pb.Calibration:
         return self._call(
             self._stub.GetCalibration, pb.GetCalibrationRequest(session_id=session_id)
         ).calibration
+
+
+def mode_value(mode: str) -> pb.InterfaceMode.ValueType:
+    """``select``, ``calibrate`` or ``learn`` as the proto enum; anything else is a ValueError."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return MODES[mode]
+
+
+def create_request(
+    user_id: str,
+    model: str,
+    mode: str = "select",
+    strengths: dict[str, float] | None = None,
+    tenant: str = "",
+    learning_rate: float = 0.0,
+) -> pb.CreateSessionRequest:
+    return pb.CreateSessionRequest(
+        tenant=tenant,
+        user_id=user_id,
+        model=model,
+        mode=mode_value(mode),
+        strengths=strengths or {},
+        learning_rate=learning_rate,
+    )
+
+
+def choose_request(session_id: str, comparison: pb.Comparison, side: str) -> pb.ChooseComparisonRequest:
+    if side not in SIDES:
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    return pb.ChooseComparisonRequest(
+        session_id=session_id, dimension=comparison.dimension, round=comparison.round, choice=SIDES[side]
+    )

@@ -12,7 +12,7 @@ from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
 from steerlab.serving.server import int_env
 from steerlab.steering.models import load_model
 from steerlab.storage import open_database, resolve_database_url
-from steerlab.v1 import inference_pb2_grpc
+from steerlab_api.v1 import inference_pb2_grpc
 
 from .cpu import pack_linear_weights
 from .engine import EngineSettings, InferenceEngine
@@ -134,14 +134,17 @@ def vector_source(settings: InferenceSettings) -> VectorSource:
     if settings.registry:
         from steerlab_client import RegistryClient
 
-        return RegistrySource(RegistryClient(settings.registry, timeout_s=10.0))
+        return RegistrySource(RegistryClient(settings.registry, timeout_s=10.0, token=settings.server.token))
     from steerlab.registry.store import RegistryStore
 
     return StoreSource(RegistryStore(open_database(settings.database_url)))
 
 
 def build_inference_server(
-    settings: InferenceSettings, runner: ModelRunner | None = None, start_engine: bool = True
+    settings: InferenceSettings,
+    runner: ModelRunner | None = None,
+    start_engine: bool = True,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> InferenceServer:
     """Load the model (unless ``runner`` is given) and build the server.
 
@@ -149,7 +152,7 @@ def build_inference_server(
     runs ``engine.run_forever()`` on the thread that loaded the model (the faster choice).
     """
     runner = runner or load_runner(settings)
-    registry = CollectorRegistry()
+    registry = metrics_registry or CollectorRegistry()
     metrics = InferenceMetrics(registry)
     engine = InferenceEngine(runner, settings.engine, metrics)
     if start_engine:
@@ -168,7 +171,8 @@ def build_inference_server(
     if settings.sessions:
         from steerlab_client import SessionClient
 
-        sessions = SessionLink(SessionClient(settings.sessions, timeout_s=30.0), lm.name)
+        client = SessionClient(settings.sessions, timeout_s=30.0, token=settings.server.token)
+        sessions = SessionLink(client, lm.name)
     servicer = InferenceServicer(
         engine, vectors, sessions, settings.default_max_new_tokens, settings.tensor_parallel
     )

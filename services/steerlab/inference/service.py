@@ -11,14 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from steerlab.serving.errors import FailedPreconditionError, InvalidArgumentError, relayed
+from steerlab.serving.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    relayed,
+)
 from steerlab.steering.apply import check_strength
 from steerlab.steering.chat import Message, encode_prompt
 from steerlab.steering.generation import Sampling
-from steerlab.v1 import inference_pb2 as pb
-from steerlab.v1 import inference_pb2_grpc
-from steerlab.v1 import sessions_pb2 as spb
-from steerlab.v1 import vectors_pb2 as vpb
+from steerlab_api.v1 import inference_pb2 as pb
+from steerlab_api.v1 import inference_pb2_grpc
+from steerlab_api.v1 import sessions_pb2 as spb
+from steerlab_api.v1 import vectors_pb2 as vpb
 
 from .engine import Failed, Finished, GenerationRequest, InferenceEngine, TextDelta
 from .steering import AppliedStrength, fold_mix
@@ -106,6 +111,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 yield pb.GenerateResponse(text_delta=event.text)
             elif isinstance(event, Failed):
                 raise event.error
+            elif isinstance(event, Finished) and event.reason == "deadline":
+                # The engine gave the row up as the deadline passed; say so rather than end the
+                # stream as if it were complete (the client's own timer may fire a moment later).
+                raise DeadlineExceededError("the deadline passed before the answer was finished")
             elif isinstance(event, Finished) and event.reason in FINISH_REASONS:
                 turn_index = 0
                 if conversation.session_id and self.sessions is not None:

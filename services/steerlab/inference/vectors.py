@@ -26,9 +26,8 @@ from steerlab.steering.vectorset import VectorSet
 from .steering import PreparedVectorSet
 
 if TYPE_CHECKING:
-    from steerlab_client import RegistryClient
-
     from steerlab.registry.store import RegistryStore
+    from steerlab_client import RegistryClient
 
 DEFAULT_ALIAS = "production"
 

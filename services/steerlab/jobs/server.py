@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
 from steerlab.storage import open_database
-from steerlab.v1 import jobs_pb2_grpc
+from steerlab_api.v1 import jobs_pb2_grpc
 
 from . import DEFAULT_METRICS_PORT, DEFAULT_PORT
 from .service import SERVICE_NAME, JobServicer
@@ -150,17 +150,21 @@ class JobServer:
     """The gRPC server, the lease monitor and (embedded) the worker; ``start_background()``
     before serving, ``close()`` after."""
 
-    def __init__(self, settings: JobServiceSettings) -> None:
+    def __init__(
+        self, settings: JobServiceSettings, metrics_registry: CollectorRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.store = JobStore(open_database(settings.worker.database_url))
         self.celery = create_celery(settings.worker)
-        registry = CollectorRegistry()
+        registry = metrics_registry or CollectorRegistry()
         self.monitor = LeaseMonitor(
             self.store, self.celery, JobMetrics(registry), settings.monitor_interval_s
         )
-        servicer = JobServicer(self.store, self.monitor.dispatch, settings.watch_poll_s)
-        binding = ServiceBinding(SERVICE_NAME, servicer, jobs_pb2_grpc.add_JobServiceServicer_to_server)
-        self.server = GrpcServer([binding], settings.server, metrics_registry=registry)
+        self.servicer = JobServicer(self.store, self.monitor.dispatch, settings.watch_poll_s)
+        self.binding = ServiceBinding(
+            SERVICE_NAME, self.servicer, jobs_pb2_grpc.add_JobServiceServicer_to_server
+        )
+        self.server = GrpcServer([self.binding], settings.server, metrics_registry=registry)
         self.worker = InProcessWorker(self.celery) if not settings.worker.broker_url else None
 
     def start_background(self) -> None:

@@ -11,8 +11,8 @@ import grpc
 from steerlab.serving.errors import InvalidArgumentError, UnavailableError
 from steerlab.serving.messages import timestamp
 from steerlab.steering.extraction import ExtractionConfig
-from steerlab.v1 import jobs_pb2 as pb
-from steerlab.v1 import jobs_pb2_grpc
+from steerlab_api.v1 import jobs_pb2 as pb
+from steerlab_api.v1 import jobs_pb2_grpc
 
 from .spec import ExtractionJobSpec
 from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRecord, JobStore
@@ -109,10 +109,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.SubmitExtractionRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitExtractionResponse:
         spec = spec_from_proto(request.spec)
-        record = await asyncio.to_thread(self._submit, spec)
+        record = await asyncio.to_thread(self.submit, spec)
         return pb.SubmitExtractionResponse(job=job_to_proto(record))
 
-    def _submit(self, spec: ExtractionJobSpec) -> JobRecord:
+    def submit(self, spec: ExtractionJobSpec) -> JobRecord:
+        """Check ``spec``, record the job and queue it; returns the queued record."""
         checked, _dataset = spec.checked()
         record = self.store.create(checked)
         try:

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 EXTRACT_TASK = "steerlab.jobs.extract"
 QUEUE = "steerlab.jobs"
-IN_PROCESS_BROKER = "memory://"
+IN_PROCESS_BROKER = "memory://localhost/"  # with a host: kombu warns about none given
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def run_job(job_id: str, context: WorkerContext) -> None:
 
 
 def extract_and_register(job: JobRecord, context: WorkerContext, lease: Lease) -> JobResult:
-    from steerlab.steering.extraction import extract
+    from steerlab.steering.cache import extract_cached
 
     spec = job.spec
     lease.progress("loading", 0.0, spec.model)
@@ -236,7 +236,9 @@ def extract_and_register(job: JobRecord, context: WorkerContext, lease: Lease) -
     def on_progress(stage: str, fraction: float, message: str) -> None:
         lease.progress(stage, 95.0 * fraction, message)
 
-    vector_set = extract(lm, dataset, spec.config, on_progress=on_progress)
+    # The worker's extraction cache: a job run again (or the same data and settings submitted
+    # again, e.g. the built-in dimensions on every fresh `steerlab up`) takes seconds.
+    vector_set = extract_cached(lm, dataset, spec.config, on_progress=on_progress)
     lease.progress("registering", 95.0, "storing the vector set in the registry")
     ensure_dimension(context.registry, dataset.dimension)
     record = context.registry.create_vector_set(

@@ -122,9 +122,9 @@ def _push(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     import grpc
-    from steerlab_client import ClientError
 
     from steerlab.steering.vectorset import VectorSet
+    from steerlab_client import ClientError
 
     data = Path(args.file).read_bytes()
     vector_set = VectorSet.from_bytes(data, source=args.file)  # fail here, before any upload
@@ -158,7 +158,7 @@ def _alias_line(response: Any, vector_set: Any) -> str:
 def _list(args: argparse.Namespace) -> None:
     from google.protobuf.json_format import MessageToDict
 
-    from steerlab.v1.vectors_pb2 import VECTOR_SET_STATUS_DELETED
+    from steerlab_api.v1.vectors_pb2 import VECTOR_SET_STATUS_DELETED
 
     with _client(args) as client:
         rows = list(

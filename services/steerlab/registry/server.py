@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
 from steerlab.storage import open_database, resolve_database_url
-from steerlab.v1 import registry_pb2_grpc
+from steerlab_api.v1 import registry_pb2_grpc
 
 from .service import SERVICE_NAME, RegistryServicer
 from .store import RegistryStore

@@ -11,9 +11,9 @@ from steerlab.serving.errors import InvalidArgumentError
 from steerlab.serving.messages import timestamp
 from steerlab.steering.datasets import Dimension
 from steerlab.steering.vectorset import VectorSet
-from steerlab.v1 import registry_pb2 as pb
-from steerlab.v1 import registry_pb2_grpc
-from steerlab.v1 import vectors_pb2 as vpb
+from steerlab_api.v1 import registry_pb2 as pb
+from steerlab_api.v1 import registry_pb2_grpc
+from steerlab_api.v1 import vectors_pb2 as vpb
 
 from .store import DELETED, AliasRecord, DimensionRecord, RegistryStore, VectorSetRecord
 

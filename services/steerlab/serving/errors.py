@@ -61,6 +61,12 @@ class DataLossError(ServiceError):
     status = "DATA_LOSS"
 
 
+class DeadlineExceededError(ServiceError):
+    """The caller's deadline passed before the work finished."""
+
+    status = "DEADLINE_EXCEEDED"
+
+
 class UnavailableError(ServiceError):
     """A backing store or worker cannot be reached; retrying later may succeed."""
 

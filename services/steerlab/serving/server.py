@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from .auth import TokenInterceptor
 from .errors import UnavailableError
 from .metrics import ObservingInterceptor, RpcMetrics, short_service_name
 
@@ -27,12 +28,17 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Where and how a service listens. Port 0 picks a free port; metrics_port None disables /metrics."""
+    """Where and how a service listens. Port 0 picks a free port; metrics_port None disables /metrics.
+
+    With a ``token``, every call except health checks and reflection must carry it
+    (``authorization: Bearer <token>``); see :mod:`steerlab.serving.auth`.
+    """
 
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int | None = 9464
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -53,8 +59,8 @@ class ServerSettings:
         metrics_port: int | None = None,
     ) -> ServerSettings:
         """Flags (the arguments) win over ``STEERLAB_<SERVICE>_HOST``, ``_PORT`` and
-        ``_METRICS_PORT`` (``off`` disables /metrics) and ``STEERLAB_MAX_MESSAGE_BYTES``,
-        which win over the defaults."""
+        ``_METRICS_PORT`` (``off`` disables /metrics), ``STEERLAB_MAX_MESSAGE_BYTES`` and
+        ``STEERLAB_TOKEN``, which win over the defaults."""
         prefix = f"STEERLAB_{service.upper()}_"
         metrics_env = os.environ.get(prefix + "METRICS_PORT", "")
         if metrics_port is None and metrics_env != "off":
@@ -64,6 +70,7 @@ class ServerSettings:
             port=port if port is not None else int_env(prefix + "PORT", default_port),
             metrics_port=metrics_port,
             max_message_bytes=int_env("STEERLAB_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
+            token=os.environ.get("STEERLAB_TOKEN", ""),
         )
 
 
@@ -102,9 +109,9 @@ class GrpcServer:
         self.services = tuple(services)
         # Pass a registry to export a service's own metrics beside the per-method ones.
         self.metrics_registry = metrics_registry or CollectorRegistry()
-        self._metrics = {
-            s.name: RpcMetrics(short_service_name(s.name), self.metrics_registry) for s in services
-        }
+        # Registered on first start, so that a server that is built but never started (its
+        # services may be served by another, as in `steerlab up`) leaves the registry alone.
+        self._metrics: dict[str, RpcMetrics] | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._metrics_http: Any = None
@@ -113,8 +120,15 @@ class GrpcServer:
 
     def _build(self) -> grpc.aio.Server:
         limit = self.settings.max_message_bytes
+        if self._metrics is None:
+            self._metrics = {
+                s.name: RpcMetrics(short_service_name(s.name), self.metrics_registry) for s in self.services
+            }
+        interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(self._metrics)]
+        if self.settings.token:
+            interceptors.append(TokenInterceptor(self.settings.token))  # inside: refusals are counted
         server = grpc.aio.server(
-            interceptors=[ObservingInterceptor(self._metrics)],
+            interceptors=interceptors,
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
         )
         for service in self.services:

@@ -34,10 +34,10 @@ class RegistryCatalog:
     so a dimension registered a moment ago is usable at once.
     """
 
-    def __init__(self, target: str, ttl_s: float = 30.0) -> None:
+    def __init__(self, target: str, ttl_s: float = 30.0, token: str = "") -> None:
         from steerlab_client import RegistryClient
 
-        self._client = RegistryClient(target, timeout_s=10.0)
+        self._client = RegistryClient(target, timeout_s=10.0, token=token)
         self._target = target
         self._ttl_s = ttl_s
         self._lock = threading.Lock()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, UnavailableError
 from steerlab.storage import open_database, resolve_database_url
-from steerlab.v1 import sessions_pb2_grpc
+from steerlab_api.v1 import sessions_pb2_grpc
 
 from .catalog import DimensionCatalog, RegistryCatalog, StaticCatalog
 from .learn import FeedbackInterpreter
@@ -70,12 +70,23 @@ def build_session_server(
     Without ``interpreter`` one is loaded and warmed up here, so that the first LEARN turn is
     as fast as the rest.
     """
-    catalog: DimensionCatalog = RegistryCatalog(settings.registry) if settings.registry else StaticCatalog()
+    manager = open_session_manager(settings, interpreter)
+    return GrpcServer([session_binding(manager)], settings.server), manager
+
+
+def open_session_manager(
+    settings: SessionSettings, interpreter: FeedbackInterpreter | None = None
+) -> SessionManager:
+    """The sessions' store (opened and migrated), dimension catalog and LEARN interpreter."""
+    catalog: DimensionCatalog = (
+        RegistryCatalog(settings.registry, token=settings.server.token)
+        if settings.registry
+        else StaticCatalog()
+    )
     if interpreter is None:
         interpreter = FeedbackInterpreter()
         try:
             interpreter.warm_up(list(catalog.dimensions().values()))
         except UnavailableError as exc:
             log.warning("LEARN warm-up skipped: %s", exc)
-    manager = SessionManager(SessionStore(open_database(settings.database_url)), catalog, interpreter)
-    return GrpcServer([session_binding(manager)], settings.server), manager
+    return SessionManager(SessionStore(open_database(settings.database_url)), catalog, interpreter)

@@ -10,8 +10,8 @@ import grpc
 
 from steerlab.serving.errors import InvalidArgumentError
 from steerlab.serving.messages import timestamp
-from steerlab.v1 import sessions_pb2 as pb
-from steerlab.v1 import sessions_pb2_grpc
+from steerlab_api.v1 import sessions_pb2 as pb
+from steerlab_api.v1 import sessions_pb2_grpc
 
 from . import calibrate
 from .manager import SessionManager

@@ -29,7 +29,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asteerlab/v1/se
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'steerlab.v1.sessions_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'steerlab_api.v1.sessions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSION_STRENGTHSENTRY']._loaded_options = None

@@ -5,7 +5,7 @@ Steered generation: every request carries its own preference mix, served in shar
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from steerlab.v1 import inference_pb2 as _inference_pb2
+from steerlab_api.v1 import inference_pb2 as _inference_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

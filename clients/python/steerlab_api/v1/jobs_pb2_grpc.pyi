@@ -8,7 +8,7 @@ cancel and list follow the job until it ends.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from steerlab.v1 import jobs_pb2 as _jobs_pb2
+from steerlab_api.v1 import jobs_pb2 as _jobs_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

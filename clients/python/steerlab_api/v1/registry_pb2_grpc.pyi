@@ -5,7 +5,7 @@ The vector registry: versioned, immutable steering vector sets with movable alia
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from steerlab.v1 import registry_pb2 as _registry_pb2
+from steerlab_api.v1 import registry_pb2 as _registry_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

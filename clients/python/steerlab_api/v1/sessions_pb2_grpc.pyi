@@ -7,7 +7,7 @@ interfaces for setting them: SELECT (sliders), CALIBRATE (A/B comparisons), LEAR
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from steerlab.v1 import sessions_pb2 as _sessions_pb2
+from steerlab_api.v1 import sessions_pb2 as _sessions_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -1,0 +1,1 @@
+"""Generated from proto/steerlab/v1 by scripts/gen_proto.py. Do not edit."""

@@ -1,0 +1,57 @@
+"""``steerlab up``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_commands(commands: Any) -> None:
+    """Register ``steerlab up`` on the top-level subparsers."""
+    from .server import DEFAULT_METRICS_PORT, DEFAULT_PORT
+
+    up = commands.add_parser(
+        "up",
+        help="run the whole platform in one process on one port (embedded stores, in-process worker)",
+    )
+    up.add_argument(
+        "--model", help="built-in model name or local Hugging Face directory (default smollm2-135m)"
+    )
+    up.add_argument("--port", type=int, help=f"gRPC port for every service (default {DEFAULT_PORT}; 0: any)")
+    up.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    up.add_argument(
+        "--metrics-port", type=int, help=f"Prometheus /metrics port (default {DEFAULT_METRICS_PORT})"
+    )
+    up.add_argument("--data-dir", help="where the embedded database lives (default STEERLAB_HOME/platform)")
+    up.add_argument("--database-url", help="postgresql://... instead of SQLite in --data-dir")
+    up.add_argument("--max-batch", type=int, help="most requests decoded together (default 32)")
+    up.set_defaults(run=_up)
+
+
+def _up(args: argparse.Namespace) -> None:
+    import logging
+
+    from steerlab.serving.server import serve_from_command_line
+
+    from .server import PlatformSettings, build_platform, ensure_builtin_dimensions
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = PlatformSettings.from_env(
+        model=args.model,
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        max_batch=args.max_batch,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+    )
+    print(f"steerlab up: loading {settings.model} and the services ...", flush=True)
+    platform = build_platform(settings)
+    try:
+        platform.jobs.start_background()
+        ensure_builtin_dimensions(platform, say=lambda line: print(f"steerlab up: {line}", flush=True))
+        serve_from_command_line(
+            platform.server, "up", platform.describe(), foreground=platform.inference.engine
+        )
+    finally:
+        platform.close()
