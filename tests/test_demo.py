@@ -34,5 +34,6 @@ def test_the_demo_runs_the_platform_end_to_end_and_leaves_nothing_running() -> N
     assert "calibrated strengths: {'cost':" in output and "learned: cost -" in output
     assert "steerlab_inference_generated_tokens_total" in output
     assert "the platform has been stopped" in output
-    leftovers = subprocess.run(["pgrep", "-f", "steerlab.cli up .*demo-platform"], capture_output=True, text=True)
+    demo_server = "steerlab.cli up .*demo-platform"
+    leftovers = subprocess.run(["pgrep", "-f", demo_server], capture_output=True, text=True)
     assert leftovers.stdout == "", f"steerlab up still running: {leftovers.stdout}"

@@ -24,6 +24,7 @@ from steerlab_api.v1 import sessions_pb2 as spb
 from steerlab_client import SteerLab
 from steerlab_client.sessions import MODES
 
+from .serving.errors import UnavailableError
 from .steering.models import steerlab_home
 
 DEFAULT_PROMPT = "Help me plan a weekend in Edinburgh."
@@ -87,7 +88,7 @@ def _wait_until_serving(server: subprocess.Popen[str]) -> tuple[str, str]:
             # Keep draining the server's output so that it never blocks on a full pipe.
             threading.Thread(target=server.stdout.read, daemon=True).start()
             return ready["address"], ready["metrics"]
-    raise RuntimeError(f"steerlab up exited with status {server.wait()} before serving (output above)")
+    raise UnavailableError(f"steerlab up exited with status {server.wait()} before serving (output above)")
 
 
 def heading(title: str) -> None:

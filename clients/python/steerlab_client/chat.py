@@ -100,6 +100,10 @@ class Chat:
             f"mode {MODE_NAMES.get(self.session.mode, '?')}, strengths {_strengths(self.session.strengths)}"
         )
         self.say("type a message, /help for commands, /quit to leave")
+        if self.session.mode == spb.INTERFACE_MODE_CALIBRATE:
+            self.say(
+                "CALIBRATE: send a message, then /calibrate NAME ... to set strengths by A/B comparisons"
+            )
         while True:
             try:
                 line = self._read("you> ").strip()

@@ -13,6 +13,7 @@ registered under the alias ``production``; later starts find them in the registr
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from steerlab.registry.store import RegistryStore
 from steerlab.serving import GrpcServer, ServerSettings, UnavailableError
 from steerlab.serving.server import int_env
 from steerlab.sessions.learn import FeedbackInterpreter
+from steerlab.sessions.manager import SessionManager
 from steerlab.sessions.server import SessionSettings, open_session_manager, session_binding
 from steerlab.steering.datasets import BUILTIN_DIMENSIONS, builtin_dimensions
 from steerlab.steering.models import BUILTIN_MODELS, steerlab_home
@@ -65,8 +67,6 @@ class PlatformSettings:
     ) -> PlatformSettings:
         """Flags win over ``STEERLAB_MODEL``, ``STEERLAB_DATA_DIR``, ``STEERLAB_DATABASE_URL``,
         ``STEERLAB_MAX_BATCH``, ``STEERLAB_TOKEN`` and the ``STEERLAB_UP_*`` server variables."""
-        import os
-
         server = ServerSettings.from_env(
             "up", DEFAULT_PORT, DEFAULT_METRICS_PORT, host=host, port=port, metrics_port=metrics_port
         )
@@ -108,10 +108,12 @@ class Platform:
     inference: InferenceServer
     jobs: JobServer
     registry: RegistryStore
+    sessions: SessionManager
 
     def close(self) -> None:
         self.jobs.close()
         self.inference.close()
+        self.sessions.store.close()
         self.registry.close()
 
     def describe(self) -> str:
@@ -156,7 +158,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
         *inference.server.services,
     ]
     server = GrpcServer(bindings, settings.server, metrics)
-    return Platform(settings, server, inference, jobs, registry)
+    return Platform(settings, server, inference, jobs, registry, sessions)
 
 
 def ensure_builtin_dimensions(platform: Platform, say: Callable[[str], None] = print) -> None:
