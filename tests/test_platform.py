@@ -5,6 +5,7 @@ SDK importable with grpcio and protobuf only; and a restart that finds everythin
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -156,7 +157,7 @@ def test_errors_arrive_as_typed_exceptions_with_the_servers_message(
         steerlab.inference.generate("Hi", strengths={"nonsense": 10})
     with pytest.raises(ValueError, match="mode must be one of"):
         steerlab.create_session("dora", mode="telepathy")
-    with SteerLab(steerlab_up.address) as anonymous, pytest.raises(Unauthenticated):
+    with SteerLab(steerlab_up.address, token="") as anonymous, pytest.raises(Unauthenticated):
         anonymous.sessions.get("anything")
     with SteerLab(steerlab_up.address, token="wrong") as wrong, pytest.raises(Unauthenticated):
         wrong.inference.generate("Hi")
@@ -294,3 +295,15 @@ class _FakeCall(grpc.RpcError, grpc.Call):  # type: ignore[misc]
 
     def add_callback(self, callback: Any) -> bool:
         return False
+
+
+def test_steerlab_commands_send_the_token_from_the_environment(steerlab_up: Any) -> None:
+    def vectors_list(token: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "steerlab.cli", "vectors", "list", "--registry", steerlab_up.address]
+        env = {**os.environ, "STEERLAB_TOKEN": token}
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+    allowed = vectors_list(PLATFORM_TOKEN)
+    assert allowed.returncode == 0 and "culture" in allowed.stdout, allowed.stderr
+    refused = vectors_list("")
+    assert refused.returncode == 1 and refused.stderr.startswith("steerlab: error: UNAUTHENTICATED")

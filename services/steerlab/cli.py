@@ -162,7 +162,7 @@ def _cmd_chat(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
     )
     server = args.server or os.environ.get("STEERLAB_SERVER") or "localhost:50050"
-    with SteerLab(server, token=os.environ.get("STEERLAB_TOKEN")) as steerlab:
+    with SteerLab(server) as steerlab:  # sends STEERLAB_TOKEN when set
         Chat(steerlab, settings, sys.stdout).run()
 
 

@@ -8,6 +8,7 @@ streaming call is retried only until its first message arrives, so nothing is ev
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -71,6 +72,8 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata for ``token``; None means the ``STEERLAB_TOKEN`` variable, "" none."""
+    token = os.environ.get("STEERLAB_TOKEN", "") if token is None else token
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 

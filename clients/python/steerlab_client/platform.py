@@ -92,8 +92,9 @@ class SteerLab:
     """The platform: ``.registry``, ``.sessions``, ``.inference`` and ``.jobs`` clients, and helpers.
 
     ``address`` serves every service (the all-in-one server); a per-service address overrides
-    it for that service. ``token`` is sent with every call; ``timeout_s`` is the deadline of
-    each call (generation: ``generation_timeout_s``).
+    it for that service. ``token`` is sent with every call (None: the ``STEERLAB_TOKEN``
+    variable, if set); ``timeout_s`` is the deadline of each call (generation:
+    ``generation_timeout_s``).
     """
 
     def __init__(
