@@ -7,9 +7,11 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
 from conftest import PLATFORM_TOKEN
@@ -96,6 +98,37 @@ def test_a_chat_with_commands_in_a_terminal(steerlab_up: Any) -> None:
         terminal.expect(r"feedback recorded: ")
         terminal.type("/teleport")
         terminal.expect(r"unknown command /teleport; /help lists them")
+        terminal.type("/quit")
+        assert terminal.close() == 0
+    finally:
+        if terminal.process.poll() is None:
+            terminal.process.kill()
+
+
+def test_ctrl_c_stops_an_answer_on_the_server_and_the_chat_goes_on(steerlab_up: Any) -> None:
+    def cancelled() -> float:
+        with urllib.request.urlopen(steerlab_up.metrics_url, timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith('steerlab_inference_finished_requests_total{reason="cancelled"}'):
+                    return float(line.split()[-1])
+        return 0.0
+
+    before = cancelled()
+    chat = [sys.executable, "-m", "steerlab.cli", "chat", "--server", steerlab_up.address]
+    terminal = Terminal(*chat, "--max-new-tokens", "400")
+    try:
+        terminal.expect(r"you> ")
+        terminal.type("Tell me a very long story.")
+        terminal.expect(r"bot> ")
+        time.sleep(0.3)
+        terminal.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        terminal.expect(r"\(stopped\)\nyou> ")
+        deadline = time.monotonic() + 10
+        while cancelled() <= before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cancelled() == before + 1  # the server stopped generating it
+        terminal.type("/show")
+        terminal.expect(r"mode select")
         terminal.type("/quit")
         assert terminal.close() == 0
     finally:

@@ -109,13 +109,17 @@ class Chat:
                 line = self._read("you> ").strip()
             except EOFError:
                 break
+            except KeyboardInterrupt:  # at the prompt: a fresh line, as in a shell
+                self.say()
+                continue
             if line in ("/quit", "/exit"):
                 break
             if line:
                 self.handle(line)
 
     def handle(self, line: str) -> None:
-        """One line: a command or a message. A failed call is reported and the chat goes on."""
+        """One line: a command or a message. A failed call is reported and the chat goes on;
+        Ctrl-C stops an answer or a calibration and returns to the prompt."""
         try:
             if line.startswith("/"):
                 name, *args = shlex.split(line[1:]) or [""]
@@ -128,14 +132,20 @@ class Chat:
                 self.send(line)
         except (ClientError, ValueError) as exc:
             self.say(f"error: {exc}")
+        except (KeyboardInterrupt, EOFError):
+            self.say("\n(stopped)")
 
     def send(self, message: str) -> None:
         stream = self.steerlab.chat(
             message, session=self.session.id, max_new_tokens=self.settings.max_new_tokens
         )
         print("bot> ", end="", file=self.out, flush=True)
-        for delta in stream:
-            print(delta, end="", file=self.out, flush=True)
+        try:
+            for delta in stream:
+                print(delta, end="", file=self.out, flush=True)
+        except KeyboardInterrupt:
+            stream.cancel()  # frees the request's batch slot on the server at once
+            raise
         self.say()
         self.last_message, self.last_answer = message, stream.answer
         if self.session.mode == spb.INTERFACE_MODE_LEARN:

@@ -78,6 +78,12 @@ class ChatStream:
         if self._answer is None:
             raise ClientError(grpc.StatusCode.UNKNOWN, "the stream ended without a final message")
 
+    def cancel(self) -> None:
+        """Stop the generation on the server (nothing more will be read)."""
+        close = getattr(self._responses, "close", None)
+        if close is not None:
+            close()
+
     @property
     def answer(self) -> Answer:
         """The finished answer (reads the rest of the stream if it was not iterated to the end)."""

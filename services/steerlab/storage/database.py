@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -147,14 +148,27 @@ class SqliteDatabase(Database):
         self._path = Path(path)
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout_s = busy_timeout_s
-        # WAL lets readers go on while one writer commits; it is a property of the file.
-        connection = sqlite3.connect(self._path, timeout=busy_timeout_s)
-        try:
-            connection.execute("PRAGMA journal_mode=WAL").fetchall()
-        except sqlite3.OperationalError as exc:
-            raise UnavailableError(f"cannot open SQLite database {self._path}: {exc}") from exc
-        finally:
-            connection.close()
+        self._use_wal()
+
+    def _use_wal(self) -> None:
+        """WAL lets readers go on while one writer commits; it is a property of the file.
+
+        Switching to it needs the file to itself, and SQLite reports "database is locked" at
+        once (without waiting) while other processes open it at the same moment, as replicas
+        starting together do; so it is retried until the busy timeout.
+        """
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            connection = sqlite3.connect(self._path, timeout=self._busy_timeout_s)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise UnavailableError(f"cannot open SQLite database {self._path}: {exc}") from exc
+            finally:
+                connection.close()
+            time.sleep(0.05)
 
     @property
     def description(self) -> str:
