@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from steerlab_api.v1 import sessions_pb2 as spb
 from steerlab_client import SteerLab
-from steerlab_client.sessions import MODES
+from steerlab_client.sessions import MODE_NAMES
 
 from .serving.errors import UnavailableError
 from .steering.models import steerlab_home
@@ -175,8 +175,9 @@ def show_learn(steerlab: SteerLab, max_new_tokens: int) -> str:
 def show_history(steerlab: SteerLab, session_id: str) -> None:
     heading("The LEARN session's history, with the vector set versions each answer used")
     session = steerlab.sessions.get(session_id, include_turns=True)
-    modes = {value: name for name, value in MODES.items()}
-    print(f"  session {session.id} ({modes.get(session.mode, '?')}), strengths {dict(session.strengths)}")
+    print(
+        f"  session {session.id} ({MODE_NAMES.get(session.mode, '?')}), strengths {dict(session.strengths)}"
+    )
     for turn in session.turns:
         used = ", ".join(f"{s.dimension} v{s.vector_set_version} {s.strength:+.0f}%" for s in turn.steering)
         role = "user" if turn.role == spb.ROLE_USER else "bot"

@@ -28,9 +28,9 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .inference import Answer, GenerateOptions, InferenceClient, SamplingOptions
+from .inference import Answer, ChatStream, GenerateOptions, InferenceClient, SamplingOptions
 from .jobs import JobClient
-from .platform import CalibrationResult, ChatStream, LearnResult, SteerLab
+from .platform import CalibrationResult, LearnResult, SteerLab
 from .registry import RegistryClient, VectorSetRef, parse_vector_set_ref
 from .sessions import SessionClient
 

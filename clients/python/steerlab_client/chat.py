@@ -19,12 +19,8 @@ from steerlab_api.v1 import sessions_pb2 as spb
 from .errors import ClientError
 from .inference import Answer
 from .platform import SteerLab
+from .sessions import MODE_NAMES
 
-MODE_NAMES = {
-    spb.INTERFACE_MODE_SELECT: "select",
-    spb.INTERFACE_MODE_CALIBRATE: "calibrate",
-    spb.INTERFACE_MODE_LEARN: "learn",
-}
 DEFAULT_CALIBRATION_PROMPT = "Suggest a plan for this weekend."
 HELP = """commands:
   /set NAME=PCT ...      change strengths, e.g. /set cost=+40 age=-20 (percent, -100..100)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict, Unpack
 
@@ -71,7 +71,7 @@ class InferenceClient(ServiceClient):
         **options: Unpack[GenerateOptions],
     ) -> Answer:
         """The whole answer at once (same options as :meth:`stream`)."""
-        return collect(self.stream(messages, timeout_s=timeout_s, **options))
+        return ChatStream(self.stream(messages, timeout_s=timeout_s, **options)).answer
 
 
 class SamplingOptions(TypedDict, total=False):
@@ -119,14 +119,41 @@ def generate_request(
     )
 
 
-def collect(responses: Iterable[pb.GenerateResponse]) -> Answer:
-    """Join a generation stream into one :class:`Answer`."""
-    text = ""
-    for response in responses:
-        if response.HasField("done"):
-            return Answer(text, response.done)
-        text += response.text_delta
-    raise ClientError(grpc.StatusCode.UNKNOWN, "the stream ended without a final message")
+class ChatStream:
+    """A streamed answer: iterate for text deltas; then :attr:`answer` has the final report.
+
+    Leaving the loop early cancels the generation on the server.
+    """
+
+    def __init__(self, responses: Iterator[pb.GenerateResponse]) -> None:
+        self._responses = responses
+        self._answer: Answer | None = None
+        self.text = ""
+
+    def __iter__(self) -> Iterator[str]:
+        for response in self._responses:
+            if response.HasField("done"):
+                self._answer = Answer(self.text, response.done)
+                return
+            self.text += response.text_delta
+            yield response.text_delta
+        if self._answer is None:
+            raise ClientError(grpc.StatusCode.UNKNOWN, "the stream ended without a final message")
+
+    def cancel(self) -> None:
+        """Stop the generation on the server (nothing more will be read)."""
+        close = getattr(self._responses, "close", None)
+        if close is not None:
+            close()
+
+    @property
+    def answer(self) -> Answer:
+        """The finished answer (reads the rest of the stream if it was not iterated to the end)."""
+        if self._answer is None:
+            for _ in self:
+                pass
+        assert self._answer is not None
+        return self._answer
 
 
 def _messages(messages: str | Sequence[Message]) -> list[pb.ChatMessage]:

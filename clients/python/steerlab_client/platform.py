@@ -14,20 +14,16 @@ subclass on failure and retries UNAVAILABLE with backoff.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Unpack
 
-import grpc
-
-from steerlab_api.v1 import inference_pb2 as ipb
 from steerlab_api.v1 import sessions_pb2 as spb
 
 from .channel import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETRY, Connection, RetryPolicy
-from .errors import ClientError
-from .inference import Answer, InferenceClient, Message, SamplingOptions
+from .inference import Answer, ChatStream, InferenceClient, Message, SamplingOptions
 from .jobs import JobClient
 from .registry import RegistryClient
 from .sessions import SessionClient
@@ -55,43 +51,6 @@ class CalibrationResult:
     strengths: dict[str, float]
     results: tuple[spb.StrengthChange, ...]
     session: spb.Session
-
-
-class ChatStream:
-    """A streamed answer: iterate for text deltas; then :attr:`answer` has the final report.
-
-    Leaving the loop early cancels the generation on the server.
-    """
-
-    def __init__(self, responses: Iterator[ipb.GenerateResponse]) -> None:
-        self._responses = responses
-        self._answer: Answer | None = None
-        self.text = ""
-
-    def __iter__(self) -> Iterator[str]:
-        for response in self._responses:
-            if response.HasField("done"):
-                self._answer = Answer(self.text, response.done)
-                return
-            self.text += response.text_delta
-            yield response.text_delta
-        if self._answer is None:
-            raise ClientError(grpc.StatusCode.UNKNOWN, "the stream ended without a final message")
-
-    def cancel(self) -> None:
-        """Stop the generation on the server (nothing more will be read)."""
-        close = getattr(self._responses, "close", None)
-        if close is not None:
-            close()
-
-    @property
-    def answer(self) -> Answer:
-        """The finished answer (reads the rest of the stream if it was not iterated to the end)."""
-        if self._answer is None:
-            for _ in self:
-                pass
-        assert self._answer is not None
-        return self._answer
 
 
 class SteerLab:

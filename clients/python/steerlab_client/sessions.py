@@ -16,6 +16,7 @@ MODES = {
     "calibrate": pb.INTERFACE_MODE_CALIBRATE,
     "learn": pb.INTERFACE_MODE_LEARN,
 }
+MODE_NAMES = {value: name for name, value in MODES.items()}
 SIDES = {"left": pb.SIDE_LEFT, "right": pb.SIDE_RIGHT}
 RATINGS = {"up": pb.RATING_THUMBS_UP, "down": pb.RATING_THUMBS_DOWN}
 
