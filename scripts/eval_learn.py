@@ -1,4 +1,4 @@
-"""Measure LEARN on the simulated users of tests/data/simulated_users.json.
+"""Measure LEARN on the simulated users of steerlab/data/experiments/simulated_users.json.
 
     .venv/bin/python scripts/eval_learn.py [--draws 10]
 

@@ -1,25 +1,22 @@
 """LEARN with simulated users (the paper's E4 setting) and the pieces it is made of.
 
-The simulated users' replies (tests/data/simulated_users.json) were written separately from
-the request banks LEARN learns from (services/steerlab/data/feedback/), by a different author.
+The simulated users (steerlab.experiments.users) are told how far the strength is from their
+target; E4 (steerlab experiments run e4) has them read the answers instead.
 """
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import pytest
 
+from steerlab.experiments.users import TOLERANCE, TURNS, replies, reply
 from steerlab.sessions.learn import FeedbackInterpreter, Signal, apply_signals, pole_requests, split_sentences
 from steerlab.sessions.state import DEFAULT_LEARNING_RATE as LEARNING_RATE
 from steerlab.steering.datasets import BUILTIN_DIMENSIONS, Dimension, builtin_dimensions
 
-REPLIES = json.loads((Path(__file__).parent / "data" / "simulated_users.json").read_text())
+REPLIES = replies()
 DIMENSIONS = builtin_dimensions()
-TURNS = 12
-TOLERANCE = 25.0
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +24,13 @@ def interpreter() -> FeedbackInterpreter:
     return FeedbackInterpreter()
 
 
-def simulated_reply(dimension: str, target: float, strength: float, rng: random.Random) -> str:
-    """Praise when the answer was within TOLERANCE of the target; else a complaint toward it."""
-    gap = target - strength
-    if abs(gap) <= TOLERANCE:
-        return rng.choice(REPLIES["praise"])
-    toward = "toward_positive" if gap > 0 else "toward_negative"
-    return rng.choice(REPLIES[dimension][toward]["strong" if abs(gap) > 60 else "mild"])
-
-
 def run_user(
     interpreter: FeedbackInterpreter, dimension: str, target: float, rng: random.Random
 ) -> dict[str, float]:
     strengths: dict[str, float] = {}
     for _ in range(TURNS):
-        reply = simulated_reply(dimension, target, strengths.get(dimension, 0.0), rng)
-        signals = interpreter.interpret(reply, DIMENSIONS)
+        text = reply(dimension, target - strengths.get(dimension, 0.0), rng)
+        signals = interpreter.interpret(text, DIMENSIONS)
         strengths, _update = apply_signals(strengths, signals, LEARNING_RATE)
     return strengths
 

@@ -11,12 +11,14 @@ from typing import NoReturn
 
 from .allinone.cli import add_commands as add_up_command
 from .cli_options import add_extraction_options, extraction_parameters
+from .experiments.cli import add_commands as add_experiment_commands
 from .inference.cli import add_commands as add_inference_commands
 from .jobs.cli import add_commands as add_job_commands
 from .registry.cli import add_commands as add_registry_commands
 from .sessions.cli import add_commands as add_session_commands
 
 MODEL_COMMANDS = (
+    "experiments",
     "extract",
     "generate",
     "demo",
@@ -231,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_commands(commands)
     add_job_commands(commands)
     add_up_command(commands)
+    add_experiment_commands(commands)
     return parser
 
 

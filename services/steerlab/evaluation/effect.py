@@ -22,6 +22,7 @@ class EffectScorer:
 
     def __init__(self, embedder: SentenceEmbedder | None = None) -> None:
         self._embedder = embedder or SentenceEmbedder()
+        self._centroids: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-normalised sentence embeddings [n, 384]."""
@@ -30,9 +31,12 @@ class EffectScorer:
     def pole_centroids(
         self, dimension: Dimension, evaluation: EvaluationSet
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        negative = self.embed(evaluation.reference[dimension.negative_pole]).mean(0)
-        positive = self.embed(evaluation.reference[dimension.positive_pole]).mean(0)
-        return negative / negative.norm(), positive / positive.norm()
+        """Unit mean embeddings of the (negative, positive) pole's reference texts (cached)."""
+        key = (evaluation.reference[dimension.negative_pole], evaluation.reference[dimension.positive_pole])
+        if key not in self._centroids:
+            negative, positive = (self.embed(texts).mean(0) for texts in key)
+            self._centroids[key] = (negative / negative.norm(), positive / positive.norm())
+        return self._centroids[key]
 
     def effect(self, texts: Sequence[str], dimension: Dimension, evaluation: EvaluationSet) -> list[float]:
         """Per text: cosine to the positive centroid minus cosine to the negative one."""

@@ -40,13 +40,13 @@ class LayerDelta:
 SteeringPlan = dict[str, dict[int, LayerDelta]]
 
 
-def check_strength(name: str, percent: float) -> float:
+def check_strength(name: str, percent: float, max_percent: float = MAX_PERCENT) -> float:
     """Validate one strength; out-of-range or non-finite values are refused, never clamped."""
     if not isinstance(percent, (int, float)) or not math.isfinite(percent):
         raise SteeringError(f"strength for {name!r} must be a finite number, got {percent!r}")
-    if abs(percent) > MAX_PERCENT:
+    if abs(percent) > max_percent:
         raise SteeringError(
-            f"strength for {name!r} is {percent:g}%, outside -{MAX_PERCENT:g}..{MAX_PERCENT:g}"
+            f"strength for {name!r} is {percent:g}%, outside -{max_percent:g}..{max_percent:g}"
         )
     return float(percent)
 
@@ -66,14 +66,14 @@ def index_vector_sets(
 
 
 def _row_deltas(
-    by_name: Mapping[str, VectorSet], strengths: Strengths
+    by_name: Mapping[str, VectorSet], strengths: Strengths, max_percent: float
 ) -> dict[tuple[str, int], torch.Tensor]:
     deltas: dict[tuple[str, int], torch.Tensor] = {}
     for name, percent in strengths.items():
         if name not in by_name:
             known = ", ".join(sorted(by_name)) or "none loaded"
             raise SteeringError(f"unknown dimension {name!r}; available: {known}")
-        alpha = by_name[name].alpha(check_strength(name, percent))
+        alpha = by_name[name].alpha(check_strength(name, percent, max_percent))
         if alpha == 0.0:
             continue
         vector_set = by_name[name]
@@ -89,10 +89,14 @@ def plan_rows(
     rows: Sequence[Strengths | None],
     *,
     lm: LoadedModel,
+    max_percent: float = MAX_PERCENT,
 ) -> SteeringPlan:
-    """Fold each row's strengths into one delta per (site, layer) for a batch of ``len(rows)``."""
+    """Fold each row's strengths into one delta per (site, layer) for a batch of ``len(rows)``.
+
+    ``max_percent`` above 100 lets research sweeps go past the functional range.
+    """
     by_name = index_vector_sets(vector_sets, lm)
-    per_row = [_row_deltas(by_name, strengths or {}) for strengths in rows]
+    per_row = [_row_deltas(by_name, strengths or {}, max_percent) for strengths in rows]
     keys = sorted({key for deltas in per_row for key in deltas})
     dtype = next(lm.model.parameters()).dtype
     plan: SteeringPlan = {}
@@ -144,11 +148,13 @@ def steer(
     lm: LoadedModel,
     vector_sets: Sequence[VectorSet],
     rows: Sequence[Strengths | None],
+    *,
+    max_percent: float = MAX_PERCENT,
 ) -> Iterator[None]:
     """Steer every forward (and ``generate``) inside the block, row ``i`` by ``rows[i]``.
 
     >>> with steer(lm, [cost, age], [{"cost": 80}, None, {"cost": -40, "age": 100}]):
     ...     lm.model.generate(**batch_of_three)
     """
-    with apply_plan(lm, plan_rows(vector_sets, rows, lm=lm)):
+    with apply_plan(lm, plan_rows(vector_sets, rows, lm=lm, max_percent=max_percent)):
         yield

@@ -48,11 +48,11 @@ class RangeEstimate:
         }
 
 
-def completion_perplexity(
+def completion_nll(
     lm: LoadedModel, examples: Sequence[EncodedExample], plan: SteeringPlan, batch_size: int = 16
-) -> float:
-    """Perplexity of the completion tokens of ``examples`` with ``plan`` applied."""
-    total_nll, total_tokens = 0.0, 0
+) -> list[tuple[float, int]]:
+    """Per example: (summed negative log-likelihood, token count) of its completion tokens."""
+    results: list[tuple[float, int]] = []
     with torch.no_grad(), apply_plan(lm, plan):
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
@@ -67,14 +67,22 @@ def completion_perplexity(
                 targets[row, example.completion_start : len(example.ids)] = torch.tensor(
                     example.ids[example.completion_start :]
                 )
+            shifted = targets[:, 1:].to(logits.device)
             nll = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]),
-                targets[:, 1:].reshape(-1).to(logits.device),
-                ignore_index=-100,
-                reduction="sum",
-            )
-            total_nll += float(nll)
-            total_tokens += int((targets[:, 1:] != -100).sum())
+                logits[:, :-1].transpose(1, 2), shifted, ignore_index=-100, reduction="none"
+            ).sum(dim=1)
+            counts = (shifted != -100).sum(dim=1)
+            results.extend(zip(nll.tolist(), counts.tolist(), strict=True))
+    return results
+
+
+def completion_perplexity(
+    lm: LoadedModel, examples: Sequence[EncodedExample], plan: SteeringPlan, batch_size: int = 16
+) -> float:
+    """Perplexity of the completion tokens of ``examples`` (pooled) with ``plan`` applied."""
+    per_example = completion_nll(lm, examples, plan, batch_size)
+    total_nll = sum(nll for nll, _ in per_example)
+    total_tokens = sum(count for _, count in per_example)
     return math.exp(total_nll / max(total_tokens, 1))
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .apply import Strengths, steer
+from .apply import MAX_PERCENT, Strengths, steer
 from .chat import Message, encode_prompt, pad_token_ids
 from .errors import SteeringError
 from .models import LoadedModel
@@ -51,8 +51,13 @@ def generate(
     strengths: Sequence[Strengths | None] | None = None,
     max_new_tokens: int = 64,
     sampling: Sampling | None = None,
+    max_percent: float = MAX_PERCENT,
 ) -> list[str]:
-    """Answer each prompt, steering prompt ``i`` by ``strengths[i]``, all in one batch."""
+    """Answer each prompt, steering prompt ``i`` by ``strengths[i]``, all in one batch.
+
+    Strengths are percent of each set's functional range, at most ``max_percent`` (100 unless a
+    research sweep raises it to see where fluency breaks).
+    """
     sampling = sampling or Sampling()
     sampling.validate()
     rows = list(strengths) if strengths is not None else [None] * len(prompts)
@@ -64,7 +69,7 @@ def generate(
     input_ids, attention_mask = pad_token_ids(encoded, lm.tokenizer.pad_token_id, "left")
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
-    with torch.no_grad(), steer(lm, vector_sets, rows):
+    with torch.no_grad(), steer(lm, vector_sets, rows, max_percent=max_percent):
         output = lm.model.generate(
             input_ids=input_ids.to(lm.device),
             attention_mask=attention_mask.to(lm.device),

