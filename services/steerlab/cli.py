@@ -16,6 +16,7 @@ from .inference.cli import add_commands as add_inference_commands
 from .jobs.cli import add_commands as add_job_commands
 from .registry.cli import add_commands as add_registry_commands
 from .sessions.cli import add_commands as add_session_commands
+from .storage.cli import add_commands as add_migrate_command
 
 MODEL_COMMANDS = (
     "experiments",
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_commands(commands)
     add_up_command(commands)
     add_experiment_commands(commands)
+    add_migrate_command(commands)
     return parser
 
 

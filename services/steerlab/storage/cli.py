@@ -1,0 +1,55 @@
+"""``steerlab migrate``: bring every component's schema up to date, then exit.
+
+Each service also migrates its own tables when it starts (under a lock, so replicas take
+turns); running this once before a rollout (the Helm chart's hook Job does) means the new
+replicas find nothing left to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from .database import Database
+from .migrations import Migration, migrate
+
+
+def add_commands(commands: Any) -> None:
+    """Register ``migrate`` on the top-level subparsers."""
+    parser = commands.add_parser("migrate", help="apply every component's database migrations, then exit")
+    parser.add_argument(
+        "--database-url",
+        help="postgresql://... or sqlite:///file "
+        "(default: $STEERLAB_DATABASE_URL, else SQLite in STEERLAB_HOME)",
+    )
+    parser.set_defaults(run=_migrate)
+
+
+def components() -> list[tuple[str, Sequence[Migration]]]:
+    """Every component that owns tables, with its migrations."""
+    # Imported here: the schemas belong to the services, which build on this package.
+    from steerlab.jobs import schema as jobs
+    from steerlab.registry import schema as registry
+    from steerlab.sessions import schema as sessions
+
+    return [(module.COMPONENT, module.MIGRATIONS) for module in (registry, sessions, jobs)]
+
+
+def migrate_all(database: Database) -> dict[str, list[int]]:
+    """Apply the missing migrations of every component; return the versions applied now, by component."""
+    return {component: migrate(database, component, steps) for component, steps in components()}
+
+
+def _migrate(args: argparse.Namespace) -> None:
+    from . import open_database, resolve_database_url
+
+    database = open_database(resolve_database_url(args.database_url))
+    try:
+        applied = migrate_all(database)
+    finally:
+        database.close()
+    print(f"migrated {database.description}")
+    for component, versions in applied.items():
+        done = f"applied {', '.join(map(str, versions))}" if versions else "up to date"
+        print(f"  {component}: {done}")
