@@ -35,7 +35,7 @@ from .channel import (
     remaining_s,
 )
 from .errors import ClientError
-from .inference import Answer, GenerateOptions, Message, SamplingOptions, generate_request
+from .inference import Answer, GenerateOptions, Message, SamplingOptions, _AnswerStream, generate_request
 from .platform import DEFAULT_ADDRESS, CalibrationResult, LearnResult, learn_result, with_strength
 from .sessions import choose_request, create_request
 
@@ -93,31 +93,27 @@ class AsyncConnection:
                 call.cancel()
 
 
-class AsyncChatStream:
+class AsyncChatStream(_AnswerStream):
     """An answer being streamed: ``async for`` its text deltas; then :attr:`answer`."""
 
     def __init__(self, responses: AsyncIterator[ipb.GenerateResponse]) -> None:
+        super().__init__()
         self._responses = responses
-        self._answer: Answer | None = None
-        self.text = ""
 
     async def __aiter__(self) -> AsyncIterator[str]:
         async for response in self._responses:
-            if response.HasField("done"):
-                self._answer = Answer(self.text, response.done)
+            delta = self._take(response)
+            if delta is None:
                 return
-            self.text += response.text_delta
-            yield response.text_delta
-        if self._answer is None:
-            raise ClientError(grpc.StatusCode.UNKNOWN, "the stream ended without a final message")
+            yield delta
+        self._finished()
 
     async def result(self) -> Answer:
         """The finished answer (reads the rest of the stream first)."""
         if self._answer is None:
             async for _ in self:
                 pass
-        assert self._answer is not None
-        return self._answer
+        return self._finished()
 
 
 class AsyncSteerLab:

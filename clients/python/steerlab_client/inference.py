@@ -119,26 +119,44 @@ def generate_request(
     )
 
 
-class ChatStream:
+class _AnswerStream:
+    """What the sync and asyncio answer streams share: joining the deltas, the final report."""
+
+    def __init__(self) -> None:
+        self._answer: Answer | None = None
+        self.text = ""
+
+    def _take(self, response: pb.GenerateResponse) -> str | None:
+        """The text delta ``response`` carries, or None when it is the final message."""
+        if response.HasField("done"):
+            self._answer = Answer(self.text, response.done)
+            return None
+        self.text += response.text_delta
+        return response.text_delta
+
+    def _finished(self) -> Answer:
+        if self._answer is None:
+            raise ClientError(grpc.StatusCode.UNKNOWN, "the stream ended without a final message")
+        return self._answer
+
+
+class ChatStream(_AnswerStream):
     """A streamed answer: iterate for text deltas; then :attr:`answer` has the final report.
 
     Leaving the loop early cancels the generation on the server.
     """
 
     def __init__(self, responses: Iterator[pb.GenerateResponse]) -> None:
+        super().__init__()
         self._responses = responses
-        self._answer: Answer | None = None
-        self.text = ""
 
     def __iter__(self) -> Iterator[str]:
         for response in self._responses:
-            if response.HasField("done"):
-                self._answer = Answer(self.text, response.done)
+            delta = self._take(response)
+            if delta is None:
                 return
-            self.text += response.text_delta
-            yield response.text_delta
-        if self._answer is None:
-            raise ClientError(grpc.StatusCode.UNKNOWN, "the stream ended without a final message")
+            yield delta
+        self._finished()
 
     def cancel(self) -> None:
         """Stop the generation on the server (nothing more will be read)."""
@@ -152,8 +170,7 @@ class ChatStream:
         if self._answer is None:
             for _ in self:
                 pass
-        assert self._answer is not None
-        return self._answer
+        return self._finished()
 
 
 def _messages(messages: str | Sequence[Message]) -> list[pb.ChatMessage]:

@@ -143,9 +143,7 @@ def _chat(
             mixes = [_send(manager, user, request) for user, request in zip(users, requests, strict=True)]
             if rulers:
                 answers = ctx.generate(requests, mixes)
-                readings = [
-                    _reading(ctx, rulers, user, answer) for user, answer in zip(users, answers, strict=True)
-                ]
+                readings = _readings(ctx, rulers, users, answers)
                 for user, mix, answer in zip(users, mixes, answers, strict=True):
                     manager.append_turn(
                         user.session_id, ASSISTANT, answer or "(no answer)", _steering(ctx, mix)
@@ -169,9 +167,16 @@ def _send(manager: SessionManager, user: SimulatedUser, request: str) -> Strengt
     return dict(session.strengths)
 
 
-def _reading(ctx: Context, rulers: dict[str, Ruler], user: SimulatedUser, answer: str) -> float:
-    (effect,) = ctx.effect([answer], user.dimension)
-    return rulers[user.dimension].perceive(effect)
+def _readings(
+    ctx: Context, rulers: dict[str, Ruler], users: list[SimulatedUser], answers: list[str]
+) -> list[float]:
+    """How far along their own dimension each user reads their answer (one embedding pass per dimension)."""
+    readings = [0.0] * len(users)
+    for name in {user.dimension for user in users}:
+        mine = [i for i, user in enumerate(users) if user.dimension == name]
+        for i, effect in zip(mine, ctx.effect([answers[i] for i in mine], name), strict=True):
+            readings[i] = rulers[name].perceive(effect)
+    return readings
 
 
 def _steering(ctx: Context, mix: Strengths) -> list[SteeringUsed]:
