@@ -13,9 +13,14 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from steerlab.sessions.learn.encoder import learn_cache
 from steerlab.steering import LoadedModel, builtin_dataset, load_model, parse_dataset, wrap_model
 from steerlab.steering.datasets import ContrastiveDataset
 from steerlab.steering.models import builtin_model_dir
+
+# Every process the tests start (each with a home of its own) shares LEARN's tuned encoder, which
+# takes minutes to train: it is trained once, by whichever process needs it first.
+os.environ.setdefault("STEERLAB_LEARN_CACHE", str(learn_cache()))
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4}
 

@@ -20,7 +20,7 @@ from steerlab.inference.engine import EngineSettings
 from steerlab.inference.runner import ModelRunner
 from steerlab.inference.server import InferenceSettings, build_inference_server
 from steerlab.serving import ServerSettings
-from steerlab.sessions.learn import FeedbackInterpreter
+from steerlab.sessions.learn import make_interpreter
 from steerlab.steering import LoadedModel
 from steerlab.steering.models import ModelFingerprint
 from steerlab_client import ClientError, InferenceClient, RegistryClient, SessionClient
@@ -77,7 +77,7 @@ def registry(database_url: str, smollm2: LoadedModel) -> Iterator[ServerThread]:
 
 @pytest.fixture(scope="module")
 def sessions(database_url: str) -> Iterator[ServerThread]:
-    running = start_sessions(database_url, FeedbackInterpreter())
+    running = start_sessions(database_url, make_interpreter())
     yield running
     running.stop()
 

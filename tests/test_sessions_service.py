@@ -12,7 +12,7 @@ import pytest
 from service_support import ServerThread, fresh_postgres_database
 
 from steerlab.serving import ServerSettings
-from steerlab.sessions.learn import FeedbackInterpreter
+from steerlab.sessions.learn import FeedbackInterpreter, make_interpreter
 from steerlab.sessions.server import SessionSettings, build_session_server
 from steerlab_api.v1 import sessions_pb2 as pb
 from steerlab_client import ClientError, RegistryClient, SessionClient
@@ -20,7 +20,7 @@ from steerlab_client import ClientError, RegistryClient, SessionClient
 
 @pytest.fixture(scope="module")
 def interpreter() -> FeedbackInterpreter:
-    return FeedbackInterpreter()
+    return make_interpreter()
 
 
 @pytest.fixture
@@ -117,6 +117,21 @@ def test_learn_moves_strengths_with_reasons_and_feedback_counts(client: SessionC
     history = client.get(session.id, include_turns=True).turns
     assert history[1].update.changes[0].reason == change.reason  # the log keeps why
     assert history[2].rating == pb.RATING_THUMBS_UP
+
+
+def test_a_reply_that_moved_nothing_says_why_in_the_history(client: SessionClient) -> None:
+    session = client.create("ana", "smollm2-135m", mode="learn", strengths={"cost": 20})
+    client.add_assistant_turn(session.id, "1. A hostel by the station.\n2. A five-star hotel on the beach.")
+    asked = client.add_user_turn(session.id, "How far is the first one from the old town?")
+    assert asked.turn.update.changes == [] and dict(asked.session.strengths) == {"cost": 20.0}
+    picked = client.add_user_turn(session.id, "The beach hotel sounds perfect!")
+    assert [c.dimension for c in picked.turn.update.changes] == ["cost"]
+    assert picked.session.strengths["cost"] > 20.0
+    history = client.get(session.id, include_turns=True).turns
+    why = history[1].update.summary  # asked later, from the stored log
+    assert why.startswith("no change: nothing said asks for more or less of any dimension"), why
+    assert "nearest:" in why and "sure; LEARN moves at" in why
+    assert history[2].update.changes[0].reason.endswith("[A five-star hotel on the beach.]'")
 
 
 def test_calibration_resumes_after_reconnect(sessions: ServerThread) -> None:

@@ -25,6 +25,11 @@ def add_commands(commands: Any) -> None:
     up.add_argument("--data-dir", help="where the embedded database lives (default STEERLAB_HOME/platform)")
     up.add_argument("--database-url", help="postgresql://... instead of SQLite in --data-dir")
     up.add_argument("--max-batch", type=int, help="most requests decoded together (default 32)")
+    up.add_argument(
+        "--learn-method",
+        choices=("intent", "paper"),
+        help="how LEARN reads replies: intent (default) or the paper's formulation (STEERLAB_LEARN_METHOD)",
+    )
     up.set_defaults(run=_up)
 
 
@@ -44,6 +49,7 @@ def _up(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
+        learn_method=args.learn_method,
     )
     print(f"steerlab up: loading {settings.model} and the services ...", flush=True)
     platform = build_platform(settings)

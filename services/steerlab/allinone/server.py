@@ -30,7 +30,7 @@ from steerlab.registry.server import registry_binding
 from steerlab.registry.store import RegistryStore
 from steerlab.serving import GrpcServer, ServerSettings, UnavailableError
 from steerlab.serving.server import int_env
-from steerlab.sessions.learn import FeedbackInterpreter
+from steerlab.sessions.learn import learn_method_from_env, make_interpreter
 from steerlab.sessions.manager import SessionManager
 from steerlab.sessions.server import SessionSettings, open_session_manager, session_binding
 from steerlab.steering.datasets import BUILTIN_DIMENSIONS, builtin_dimensions
@@ -50,6 +50,7 @@ class PlatformSettings:
     data_dir: Path = field(default_factory=lambda: steerlab_home() / "platform")
     database_url: str = ""  # empty: SQLite in data_dir
     max_batch: int | None = None
+    learn_method: str = field(default_factory=learn_method_from_env)  # intent or paper
     server: ServerSettings = field(
         default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
     )
@@ -64,9 +65,11 @@ class PlatformSettings:
         host: str | None = None,
         port: int | None = None,
         metrics_port: int | None = None,
+        learn_method: str | None = None,
     ) -> PlatformSettings:
         """Flags win over ``STEERLAB_MODEL``, ``STEERLAB_DATA_DIR``, ``STEERLAB_DATABASE_URL``,
-        ``STEERLAB_MAX_BATCH``, ``STEERLAB_TOKEN`` and the ``STEERLAB_UP_*`` server variables."""
+        ``STEERLAB_MAX_BATCH``, ``STEERLAB_LEARN_METHOD``, ``STEERLAB_TOKEN`` and the
+        ``STEERLAB_UP_*`` server variables."""
         server = ServerSettings.from_env(
             "up", DEFAULT_PORT, DEFAULT_METRICS_PORT, host=host, port=port, metrics_port=metrics_port
         )
@@ -79,6 +82,7 @@ class PlatformSettings:
             data_dir=Path(chosen_dir).resolve() if chosen_dir else steerlab_home() / "platform",
             database_url=database_url or os.environ.get("STEERLAB_DATABASE_URL", ""),
             max_batch=max_batch or int_env("STEERLAB_MAX_BATCH", 0) or None,
+            learn_method=learn_method or learn_method_from_env(),
             server=server,
         )
 
@@ -132,7 +136,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
     registry = RegistryStore(open_database(settings.database))
     # The catalog reads this server's registry, which is not listening yet: warm LEARN up on
     # the built-in dimensions instead (the catalog itself is read per request, later).
-    interpreter = FeedbackInterpreter()
+    interpreter = make_interpreter(settings.learn_method)
     interpreter.warm_up(builtin_dimensions())
     sessions = open_session_manager(
         SessionSettings(database_url=settings.database, registry=settings.own_address, server=internal),

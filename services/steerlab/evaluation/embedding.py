@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -23,8 +23,18 @@ def _load_model() -> Any:
     return SentenceTransformer(str(MODEL_DIR), device="cpu")
 
 
+class Embedder(Protocol):
+    """Anything that turns texts into unit-normalised embeddings, with a name for caches."""
+
+    name: str
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
 class SentenceEmbedder:
     """Unit-normalised sentence embeddings [n, 384] on the CPU."""
+
+    name = "minilm"
 
     def __init__(self) -> None:
         self._model = _load_model()

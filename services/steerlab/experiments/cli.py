@@ -27,6 +27,18 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--quick", action="store_true", help="a small smoke run (minutes, not half an hour)")
     run.add_argument("--seed", type=int, default=0, help="seed for the simulated users and bootstrap")
     run.set_defaults(run=_run)
+    learn = actions.add_parser(
+        "learn",
+        help="how well LEARN reads replies it has never seen: single replies, content replies, oracle users",
+        description="Scores a LEARN reader on the development set (where methods and thresholds are "
+        "chosen) or the test set (written separately, in another voice; report it once).",
+    )
+    learn.add_argument("--split", choices=("dev", "test"), default="dev")
+    learn.add_argument("--method", choices=("intent", "paper"), default="intent")
+    learn.add_argument("--users", type=int, default=10, help="oracle users per dimension (default 10)")
+    learn.add_argument("--seed", type=int, default=0, help="seed for the oracle users' targets and replies")
+    learn.add_argument("--json", type=Path, help="also write every figure, and each misread reply, here")
+    learn.set_defaults(run=_learn)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -38,3 +50,16 @@ def _run(args: argparse.Namespace) -> None:
         names, model=args.model, out=args.out, quick=args.quick, seed=args.seed, command=command
     )
     print(f"report: {report}")
+
+
+def _learn(args: argparse.Namespace) -> None:
+    import json
+
+    from ..sessions.learn import make_interpreter
+    from ..sessions.learn.evaluate import evaluate, format_report
+
+    result = evaluate(make_interpreter(args.method), args.split, args.users, args.seed)
+    print(format_report(result, args.method))
+    if args.json:
+        args.json.write_text(json.dumps({"method": args.method, **result}, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")

@@ -17,6 +17,11 @@ def add_commands(commands: Any) -> None:
     serve.add_argument(
         "--registry", help="registry HOST:PORT whose dimensions sessions use (default: the built-in five)"
     )
+    serve.add_argument(
+        "--learn-method",
+        choices=("intent", "paper"),
+        help="how LEARN reads replies: intent (default) or the paper's formulation (STEERLAB_LEARN_METHOD)",
+    )
     serve.set_defaults(run=_serve)
 
 
@@ -25,7 +30,7 @@ def _serve(args: argparse.Namespace) -> None:
     from steerlab.sessions.server import SessionSettings, build_session_server
 
     settings = SessionSettings.from_env(
-        args.database_url, args.registry, args.host, args.port, args.metrics_port
+        args.database_url, args.registry, args.host, args.port, args.metrics_port, args.learn_method
     )
     server, manager = build_session_server(settings)
     try:

@@ -12,7 +12,7 @@ from steerlab.steering.datasets import Dimension
 
 from . import calibrate
 from .catalog import DimensionCatalog
-from .learn import FeedbackInterpreter, Signal, apply_signals
+from .learn import FeedbackInterpreter, Reading, apply_signals, make_interpreter
 from .state import (
     ASSISTANT,
     DEFAULT_LEARNING_RATE,
@@ -55,7 +55,7 @@ class SessionManager:
     def interpreter(self) -> FeedbackInterpreter:
         with self._interpreter_lock:
             if self._interpreter is None:
-                self._interpreter = FeedbackInterpreter()
+                self._interpreter = make_interpreter()
             return self._interpreter
 
     # -- validation -------------------------------------------------------------------------
@@ -130,15 +130,17 @@ class SessionManager:
             return self.store.append_turn(session_id, role, text, steering)
         if role != USER:
             raise InvalidArgumentError("a turn's role must be user or assistant")
-        signals: list[Signal] = []
+        reading = Reading(())
         if self.store.get(session_id).mode == LEARN and text.strip():
-            # Interpreting is slow (an embedding model), so it runs before the session is locked.
-            signals = self.interpreter.interpret(text, list(self.catalog.dimensions().values()))
+            # Reading is slow (an embedding model), so it runs before the session is locked. A
+            # reply is read against the answer it replies to ("the second one is more like it").
+            dimensions = list(self.catalog.dimensions().values())
+            reading = self.interpreter.interpret(text, dimensions, self.store.answer_text(session_id))
 
         def learn(session: Session) -> tuple[Session, PreferenceUpdate | None]:
             if session.mode != LEARN:
                 return session, None
-            strengths, update = apply_signals(session.strengths, signals, session.learning_rate)
+            strengths, update = apply_signals(session.strengths, reading, session.learning_rate)
             return replace(session, strengths=strengths), update
 
         return self.store.append_turn(session_id, role, text, (), learn)
@@ -156,10 +158,11 @@ class SessionManager:
         """Thumbs up or down on an assistant turn; in LEARN mode it moves strengths too."""
         if rating not in (THUMBS_UP, THUMBS_DOWN):
             raise InvalidArgumentError("rate a turn thumbs up or thumbs down")
-        signals: list[Signal] = []
+        reading: Reading | None = None
         if rating == THUMBS_DOWN and comment.strip():
             dimensions = list(self.catalog.dimensions().values())
-            signals = self.interpreter.interpret(comment, dimensions, dissatisfaction=1.0)
+            answer = self.store.answer_text(session_id, turn_index)
+            reading = self.interpreter.interpret(comment, dimensions, answer, dissatisfaction=1.0)
 
         def change(session: Session, _turn: Turn) -> tuple[Session, PreferenceUpdate]:
             if session.mode != LEARN:
@@ -170,9 +173,9 @@ class SessionManager:
                 rate = max(MIN_LEARNING_RATE, session.learning_rate / 2)
                 summary = f"thumbs up: strengths kept; later steps are smaller ({rate:g}% at most)"
                 return replace(session, learning_rate=rate), PreferenceUpdate((), summary)
-            if not signals:
+            if reading is None:
                 return session, PreferenceUpdate((), "thumbs down: say what to change, e.g. 'too expensive'")
-            strengths, update = apply_signals(session.strengths, signals, session.learning_rate)
+            strengths, update = apply_signals(session.strengths, reading, session.learning_rate)
             return replace(session, strengths=strengths), update
 
         return self.store.rate_turn(session_id, turn_index, rating, change)

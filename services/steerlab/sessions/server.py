@@ -11,7 +11,7 @@ from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import sessions_pb2_grpc
 
 from .catalog import DimensionCatalog, RegistryCatalog, StaticCatalog
-from .learn import FeedbackInterpreter
+from .learn import FeedbackInterpreter, learn_method_from_env, make_interpreter
 from .manager import SessionManager
 from .service import SERVICE_NAME, SessionServicer
 from .store import SessionStore
@@ -27,6 +27,7 @@ class SessionSettings:
     database_url: str = field(default_factory=resolve_database_url)
     # The registry whose dimensions sessions may use; empty: the five built-in dimensions.
     registry: str = ""
+    learn_method: str = field(default_factory=learn_method_from_env)  # intent or paper
     server: ServerSettings = field(
         default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
     )
@@ -39,12 +40,15 @@ class SessionSettings:
         host: str | None = None,
         port: int | None = None,
         metrics_port: int | None = None,
+        learn_method: str | None = None,
     ) -> SessionSettings:
-        """Flags win over ``STEERLAB_DATABASE_URL``, ``STEERLAB_REGISTRY`` and the
-        ``STEERLAB_SESSIONS_*`` variables (see :meth:`ServerSettings.from_env`)."""
+        """Flags win over ``STEERLAB_DATABASE_URL``, ``STEERLAB_REGISTRY``,
+        ``STEERLAB_LEARN_METHOD`` and the ``STEERLAB_SESSIONS_*`` variables (see
+        :meth:`ServerSettings.from_env`)."""
         return cls(
             database_url=resolve_database_url(database_url),
             registry=registry if registry is not None else os.environ.get("STEERLAB_REGISTRY", ""),
+            learn_method=learn_method or learn_method_from_env(),
             server=ServerSettings.from_env(
                 "sessions",
                 DEFAULT_PORT,
@@ -84,7 +88,7 @@ def open_session_manager(
         else StaticCatalog()
     )
     if interpreter is None:
-        interpreter = FeedbackInterpreter()
+        interpreter = make_interpreter(settings.learn_method)
         try:
             interpreter.warm_up(list(catalog.dimensions().values()))
         except UnavailableError as exc:

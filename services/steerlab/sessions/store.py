@@ -111,6 +111,19 @@ class SessionStore:
             )
             return [self._turn(row) for row in cursor.fetchall()]
 
+    def answer_text(self, session_id: str, turn_index: int = 0) -> str:
+        """The text of assistant turn ``turn_index``, or of the latest (0); "" if there is none."""
+        condition = "AND idx = %s" if turn_index else ""
+        with self.database.transaction() as cursor:
+            self._read(cursor, session_id)
+            cursor.execute(
+                f"SELECT text FROM turns WHERE session_id = %s AND role = %s {condition}"
+                " ORDER BY idx DESC LIMIT 1",
+                (session_id, ASSISTANT, *([turn_index] if turn_index else [])),
+            )
+            row = cursor.fetchone()
+        return str(row[0]) if row else ""
+
     def list(
         self, tenant: str, user_id: str, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[Session], str]:

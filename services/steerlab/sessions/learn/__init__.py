@@ -1,0 +1,54 @@
+"""LEARN: update a session's strengths from what the user says.
+
+- :mod:`.update`: the update rule ``d <- clip(d + eta * dissatisfaction * direction)`` and the
+  :class:`FeedbackInterpreter` protocol that readers of replies implement;
+- :mod:`.intent`: the default reader (``intent``), a classifier over sentence embeddings that
+  reads each clause, in the context of the previous answer;
+- :mod:`.paper`: the paper's own formulation (``paper``), for comparison;
+- :mod:`.evaluate`: the held-out evaluation (``steerlab experiments learn``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from steerlab.errors import SteerLabError
+from steerlab.evaluation.embedding import Embedder
+
+from .banks import pole_requests
+from .intent import IntentReader
+from .paper import PaperReader
+from .text import MAX_READ_CHARACTERS, split_clauses
+from .update import FeedbackInterpreter, Reading, Signal, apply_signals
+
+LEARN_METHODS = ("intent", "paper")
+
+
+def learn_method_from_env() -> str:
+    """``$STEERLAB_LEARN_METHOD``, else ``intent``."""
+    return os.environ.get("STEERLAB_LEARN_METHOD", "") or "intent"
+
+
+def make_interpreter(method: str = "intent", embedder: Embedder | None = None) -> FeedbackInterpreter:
+    """A LEARN reader by name: ``intent`` (the default) or ``paper`` (the paper's formulation)."""
+    if method == "intent":
+        return IntentReader(embedder)
+    if method == "paper":
+        return PaperReader(embedder)
+    raise SteerLabError(f"unknown LEARN method {method!r}; choose one of {', '.join(LEARN_METHODS)}")
+
+
+__all__ = [
+    "LEARN_METHODS",
+    "MAX_READ_CHARACTERS",
+    "FeedbackInterpreter",
+    "IntentReader",
+    "PaperReader",
+    "Reading",
+    "Signal",
+    "apply_signals",
+    "learn_method_from_env",
+    "make_interpreter",
+    "pole_requests",
+    "split_clauses",
+]
