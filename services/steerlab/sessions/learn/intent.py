@@ -205,12 +205,12 @@ class IntentReader:
     ) -> dict[str, tuple[int, str]]:
         """A pick of one option of the previous answer: toward what sets it apart (away, if disliked)."""
         choices = options(previous)
-        pointer = pointed_option(read, choices)
-        if pointer is None:
+        picked = pointed_option(read, choices)
+        if picked is None:
             return {}
         leaning = model.probabilities(self._embed(choices))
-        others = np.delete(leaning, pointer.index, axis=0).mean(axis=0)
-        contrast = leaning[pointer.index] - others
+        others = np.delete(leaning, picked, axis=0).mean(axis=0)
+        contrast = leaning[picked] - others
         for column, wish in enumerate(model.wishes):
             if wish is None:
                 contrast[column] = -np.inf
@@ -222,7 +222,7 @@ class IntentReader:
         return {
             wish.dimension: (
                 direction,
-                f"{_shorten(read.strip(), 40)} [{_shorten(choices[pointer.index], 40)}]",
+                f"{_shorten(read.strip(), 40)} [{_shorten(choices[picked], 40)}]",
             )
         }
 

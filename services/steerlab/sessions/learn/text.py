@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from steerlab.steering.datasets import Dimension
 
 MAX_READ_CHARACTERS = 2000  # LEARN reads the first 2,000 characters of a reply
-CAP_NOTE = "LEARN read the first 2,000 characters"
+CAP_NOTE = f"LEARN read the first {MAX_READ_CHARACTERS:,} characters"
 
 # Clause ends: sentence punctuation, line breaks, dashes and ellipses between words, and
 # "and"/"but"/"though" when a new subject or request follows ("..., but we want brunch").
@@ -54,16 +53,8 @@ def options(previous: str) -> list[str]:
     return [match.group(1).strip() for match in _OPTION_LINE.finditer(previous)]
 
 
-@dataclass(frozen=True)
-class Pointer:
-    """A reply's reference to one option of the previous answer ("the second one")."""
-
-    index: int
-    words: str
-
-
-def pointed_option(reply: str, choices: Sequence[str]) -> Pointer | None:
-    """Which of the previous answer's options the reply picks: by position ("the second one",
+def pointed_option(reply: str, choices: Sequence[str]) -> int | None:
+    """The index of the previous answer's option the reply picks: by position ("the second one",
     "option 3", "the last one"), else the one sharing the most words with it ("the homemade
     candle"), if exactly one does. A question picks nothing."""
     if len(choices) < 2 or "?" in reply:  # "is the second one open late?" asks, it does not pick
@@ -72,14 +63,11 @@ def pointed_option(reply: str, choices: Sequence[str]) -> Pointer | None:
     if match is not None:
         word = (match.group(1) or "").lower()
         index = len(choices) - 1 if word == "last" else _ORDINALS[word] if word else int(match.group(2)) - 1
-        return Pointer(index, match.group(0).strip()) if 0 <= index < len(choices) else None
+        return index if 0 <= index < len(choices) else None
     said = _content_words(reply)
     shared = [len(said & _content_words(choice)) for choice in choices]
     best = max(shared)
-    if best == 0 or shared.count(best) > 1:
-        return None
-    index = shared.index(best)
-    return Pointer(index, " ".join(sorted(said & _content_words(choices[index]))))
+    return shared.index(best) if best > 0 and shared.count(best) == 1 else None
 
 
 _STOPWORDS = frozenset(
