@@ -13,5 +13,7 @@ echo "== ruff"
 .venv/bin/ruff check services clients tests scripts
 echo "== mypy"
 .venv/bin/mypy
+echo "== import contracts"
+.venv/bin/lint-imports
 echo "== pytest"
 .venv/bin/pytest "$@"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from steerlab.serving import FailedPreconditionError, InvalidArgumentError
 from steerlab.sessions import calibrate
+from steerlab.steering.errors import FailedPreconditionError, InvalidArgumentError
 
 
 def run_chooser(target: float, rounds: int = 3) -> float:

@@ -246,7 +246,7 @@ def test_the_steerlab_console_script_runs() -> None:
 
 
 def test_the_image_bakes_in_the_charts_default_model() -> None:
-    from steerlab.steering.models import BUILTIN_MODELS
+    from steerlab.steering.catalog import BUILTIN_MODELS
 
     with helm_python.Chart.load(CHART) as chart:
         default = chart.values["model"]["name"]

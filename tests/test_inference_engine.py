@@ -24,9 +24,9 @@ from steerlab.inference.engine import (
 )
 from steerlab.inference.runner import ModelRunner
 from steerlab.inference.steering import PreparedVectorSet, RowSteering, fold_mix
-from steerlab.serving.errors import InvalidArgumentError, ResourceExhaustedError
 from steerlab.steering import LoadedModel, load_model
 from steerlab.steering.chat import encode_prompt
+from steerlab.steering.errors import InvalidArgumentError, ResourceExhaustedError
 from steerlab.steering.generation import Sampling
 
 PROMPTS = [

@@ -186,6 +186,23 @@ def test_a_session_supplies_history_and_strengths_and_gets_the_turn(
     assert (used.dimension, used.vector_set_version, used.strength) == ("cost", 1, -70.0)
 
 
+def test_a_retried_session_request_records_its_turns_once(
+    client: InferenceClient, sessions: ServerThread
+) -> None:
+    """The SDK resends a request's id when it retries; the turns it records are not doubled."""
+    with SessionClient(sessions.target) as session_client:
+        session = session_client.create("eve", model="smollm2-135m")
+        options = {"session_id": session.id, "max_new_tokens": 6, "request_id": "generate-1"}
+        first = client.generate("Where should we eat?", **options)  # type: ignore[arg-type]
+        again = client.generate("Where should we eat?", **options)  # type: ignore[arg-type]
+        with pytest.raises(ClientError, match="request_id must be at most 112") as raised:
+            client.generate("Hi", session_id=session.id, request_id="r" * 113)
+        turns = session_client.get(session.id, include_turns=True).turns
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [t.text for t in turns] == ["Where should we eat?", first.text]
+    assert again.done.session_turn_index == first.done.session_turn_index == 2
+
+
 def test_engine_metrics_are_exported(client: InferenceClient, inference: ServerThread) -> None:
     client.generate(PROMPT, strengths={"cost": 30}, max_new_tokens=3)
     with urllib.request.urlopen(inference.metrics_url, timeout=10) as response:

@@ -16,7 +16,7 @@ from test_jobs_service import custom_dataset
 from steerlab.jobs.spec import ExtractionJobSpec
 from steerlab.jobs.store import SUCCEEDED, JobStore
 from steerlab.jobs.worker import WorkerContext, WorkerSettings, run_job
-from steerlab.steering.extraction import ExtractionConfig
+from steerlab.steering.config import ExtractionConfig
 from steerlab.storage import open_database
 
 

@@ -225,6 +225,18 @@ def test_bad_requests_are_refused_and_failed_jobs_say_why(
         assert missing.value.code == grpc.StatusCode.NOT_FOUND
 
 
+def test_a_retried_submission_queues_one_job(client: JobClient) -> None:
+    before = len(client.list())
+    dataset = custom_dataset("retried-submit")
+    first = client.submit_extraction("smollm2-135m", dataset=dataset, request_id="submit-1")
+    again = client.submit_extraction("smollm2-135m", dataset=dataset, request_id="submit-1")
+    assert again.id == first.id and len(client.list()) == before + 1
+    other = client.submit_extraction("smollm2-135m", dataset=dataset)  # a new request, a new job
+    assert other.id != first.id
+    for job in (first, other):
+        assert client.cancel(job.id).state == pb.JOB_STATE_CANCELLED  # no worker is running
+
+
 def test_cancelling_queued_and_running_jobs(client: JobClient, database_url: str, tmp_path: Path) -> None:
     queued = client.submit_extraction("smollm2-135m", dataset=custom_dataset("queued-cancel"))
     assert client.cancel(queued.id).state == pb.JOB_STATE_CANCELLED  # no worker is running

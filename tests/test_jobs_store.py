@@ -21,9 +21,15 @@ from steerlab.jobs.store import (
     JobResult,
     JobStore,
 )
-from steerlab.serving import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from steerlab.steering.errors import DatasetError, ExtractionError, ModelLoadError
-from steerlab.steering.extraction import ExtractionConfig
+from steerlab.steering.config import ExtractionConfig
+from steerlab.steering.errors import (
+    DatasetError,
+    ExtractionError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ModelLoadError,
+    NotFoundError,
+)
 from steerlab.storage import open_database
 
 SPEC = ExtractionJobSpec(model="smollm2-135m", dimension="cost")

@@ -142,7 +142,7 @@ def test_a_long_reply_is_read_up_to_the_cap_and_says_so(reader: IntentReader) ->
 def test_bad_replies_in_a_session_get_a_clear_status_and_move_nothing(
     reader: IntentReader, tmp_path: Path
 ) -> None:
-    from steerlab.serving import InvalidArgumentError
+    from steerlab.steering.errors import InvalidArgumentError
 
     manager = SessionManager(
         SessionStore(open_database(f"sqlite:///{tmp_path / 's.db'}")), StaticCatalog(), reader

@@ -13,14 +13,14 @@ from service_support import DIGEST_A, DIGEST_B, fresh_postgres_database, make_ve
 
 from steerlab.registry.schema import COMPONENT, MIGRATIONS
 from steerlab.registry.store import RegistryStore
-from steerlab.serving import (
+from steerlab.steering import Dimension
+from steerlab.steering.errors import (
     AlreadyExistsError,
     DataLossError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
-from steerlab.steering import Dimension
 from steerlab.storage import Migration, migrate, open_database
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from steerlab.registry.server import RegistrySettings
-from steerlab.serving import DataLossError, NotFoundError, ServerSettings, status_name
+from steerlab.serving import ServerSettings, status_name
 from steerlab.serving.metrics import short_service_name
 from steerlab.steering import DatasetError, SteeringError, VectorSetError, VectorSetMismatchError
+from steerlab.steering.errors import DataLossError, NotFoundError
 
 
 def test_flags_win_over_environment_which_wins_over_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

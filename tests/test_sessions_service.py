@@ -156,6 +156,42 @@ def test_calibration_resumes_after_reconnect(sessions: ServerThread) -> None:
     assert calibration.results[0].dimension == "cost"
 
 
+def test_a_retried_request_is_applied_once(client: SessionClient) -> None:
+    """A client that retries after a lost reply resends the same request id; the server answers
+    with what the first call did instead of doing it again."""
+    created = client.create("ana", "smollm2-135m", mode="learn", strengths={"cost": 60}, request_id="c-1")
+    again = client.create("ana", "smollm2-135m", mode="learn", strengths={"cost": 60}, request_id="c-1")
+    assert again.id == created.id
+    other_user = client.create("ben", "smollm2-135m", request_id="c-1")  # keys are per user
+    assert other_user.id != created.id
+
+    complaint = "Ugh, that is way too expensive for us. Something cheaper?"
+    first = client.add_user_turn(created.id, complaint, request_id="t-1")
+    retried = client.add_user_turn(created.id, complaint, request_id="t-1")
+    assert first.turn.index == retried.turn.index == 1
+    assert retried.session.strengths["cost"] == first.session.strengths["cost"] < 60.0  # LEARN stepped once
+    answer = client.add_assistant_turn(created.id, "A food truck.", request_id="a-1")
+    assert client.add_assistant_turn(created.id, "A food truck.", request_id="a-1").turn.index == answer.turn.index
+    assert [t.text for t in client.get(created.id, include_turns=True).turns] == [complaint, "A food truck."]
+
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "request_id must be at most 128"):
+        client.add_user_turn(created.id, "cheaper", request_id="r" * 129)
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "request_id must be at most 128"):
+        client.create("ana", "smollm2-135m", request_id="bad\x00id")
+    assert client.get(created.id).turn_count == 2
+
+
+def test_a_retried_calibration_answer_is_not_refused(client: SessionClient) -> None:
+    session = client.create("ana", "smollm2-135m", mode="calibrate")
+    comparison = client.start_calibration(session.id, ["cost"]).pending
+    first = client.choose(session.id, comparison, "left", request_id="pick-1")
+    retried = client.choose(session.id, comparison, "left", request_id="pick-1")  # the reply was lost
+    assert retried.calibration.pending.round == first.calibration.pending.round == 2
+    assert retried.session.revision == first.session.revision
+    with _raises(grpc.StatusCode.FAILED_PRECONDITION, "pending comparison is cost round 2"):
+        client.choose(session.id, comparison, "left", request_id="pick-2")  # a new answer to round 1
+
+
 def test_concurrent_updates_over_the_wire_lose_nothing(sessions: ServerThread, client: SessionClient) -> None:
     session = client.create("ana", "smollm2-135m")
     names = ["cost", "ambiance", "age", "time", "culture"]

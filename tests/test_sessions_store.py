@@ -10,12 +10,17 @@ from pathlib import Path
 import pytest
 from service_support import fresh_postgres_database
 
-from steerlab.serving import AbortedError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from steerlab.sessions.catalog import StaticCatalog
 from steerlab.sessions.manager import SessionManager
 from steerlab.sessions.state import PreferenceUpdate, SteeringUsed, StrengthChange
 from steerlab.sessions.store import SessionStore
 from steerlab.steering import SteeringError
+from steerlab.steering.errors import (
+    AbortedError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from steerlab.storage import open_database
 
 

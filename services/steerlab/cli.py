@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .allinone.cli import add_commands as add_up_command
+from .allinone.migrate import add_commands as add_migrate_command
 from .cli_options import add_extraction_options, extraction_parameters
 from .experiments.cli import add_commands as add_experiment_commands
 from .inference.cli import add_commands as add_inference_commands
 from .jobs.cli import add_commands as add_job_commands
 from .registry.cli import add_commands as add_registry_commands
 from .sessions.cli import add_commands as add_session_commands
-from .storage.cli import add_commands as add_migrate_command
 
 MODEL_COMMANDS = (
     "experiments",
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from steerlab_client import ClientError
 
-    from .errors import SteerLabError
+    from .steering.errors import SteerLabError
 
     if args.command in MODEL_COMMANDS:
         from transformers.utils import logging as transformers_logging

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from typing import Any
+
+from .settings import DEFAULT_PORTS
+
+_LABEL = re.compile(r"^(?P<key>[^=]+)=(?P<value>.*)$")
 
 
 def add_address_option(
@@ -50,3 +55,34 @@ def extraction_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "perplexity_bound": args.perplexity_bound,
         "seed": args.seed,
     }
+
+
+def add_serve_command(commands: Any, service: str, help_text: str) -> Any:
+    """``steerlab <service> serve`` with the options every service takes; returns its parser."""
+    return add_service_commands(commands, service, help_text)[0]
+
+
+def add_service_commands(commands: Any, service: str, help_text: str) -> tuple[Any, Any]:
+    """Like :func:`add_serve_command`; also returns the group's subparsers, for commands beside serve."""
+    port, metrics_port = DEFAULT_PORTS[service]
+    group = commands.add_parser(service, help=help_text)
+    subcommands = group.add_subparsers(dest=f"{service}_command", required=True, parser_class=type(group))
+    serve = subcommands.add_parser("serve", help=f"serve the {service} service over gRPC until interrupted")
+    serve.add_argument(
+        "--database-url", help="postgresql://... or sqlite:///file (default: SQLite in STEERLAB_HOME)"
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help=f"gRPC port (default {port})")
+    serve.add_argument("--metrics-port", type=int, help=f"Prometheus /metrics port (default {metrics_port})")
+    return serve, subcommands
+
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` options as a dict."""
+    labels = {}
+    for value in values:
+        match = _LABEL.match(value)
+        if not match:
+            raise ValueError(f"--label {value!r} is not KEY=VALUE")
+        labels[match["key"]] = match["value"]
+    return labels

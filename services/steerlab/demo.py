@@ -24,8 +24,8 @@ from steerlab_api.v1 import sessions_pb2 as spb
 from steerlab_client import SteerLab
 from steerlab_client.sessions import MODE_NAMES
 
-from .serving.errors import UnavailableError
-from .steering.models import steerlab_home
+from .settings import steerlab_home
+from .steering.errors import UnavailableError
 
 DEFAULT_PROMPT = "Help me plan a weekend in Edinburgh."
 READY = re.compile(r"serving on (?P<address>\S+) .*metrics (?P<metrics>http://\S+/metrics)")

@@ -37,7 +37,7 @@ from .channel import (
 from .errors import ClientError
 from .inference import Answer, GenerateOptions, Message, SamplingOptions, _AnswerStream, generate_request
 from .platform import DEFAULT_ADDRESS, CalibrationResult, LearnResult, learn_result, with_strength
-from .sessions import choose_request, create_request
+from .sessions import choose_request, create_request, user_turn_request
 
 _Response = TypeVar("_Response")
 # Like platform.Chooser; may also be a coroutine function (e.g. one that asks a web client).
@@ -220,7 +220,7 @@ class AsyncSteerLab:
 
     async def learn(self, session: str, text: str) -> LearnResult:
         """LEARN: record the user's turn; returns how it moved the strengths, and why."""
-        request = spb.AppendTurnRequest(session_id=session, role=spb.ROLE_USER, text=text)
+        request = user_turn_request(session, text)
         return learn_result(await self._session_call("AppendTurn", request))
 
     async def calibrate(

@@ -4,6 +4,10 @@ A :class:`Connection` is one gRPC channel to one address; several service client
 (the all-in-one server serves every service on one port). Calls that fail with UNAVAILABLE (the
 server is down, restarting or unreachable) are retried with exponential backoff and jitter; a
 streaming call is retried only until its first message arrives, so nothing is ever repeated.
+
+Retrying is safe because every call that creates or appends carries a request id
+(:func:`new_request_id`, made once per call and resent with each retry) that the server
+deduplicates; the one call that has none (rating a turn) is never retried.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -60,6 +65,11 @@ class RetryPolicy:
         raise failure from None
 
 
+def new_request_id(request_id: str = "") -> str:
+    """``request_id``, or a new random one: the idempotency key of one create or append call."""
+    return request_id or uuid.uuid4().hex
+
+
 DEFAULT_RETRY = RetryPolicy()
 NO_RETRIES = RetryPolicy(attempts=1)
 
@@ -99,11 +109,17 @@ class Connection:
         self.channel.close()
 
     def unary(
-        self, method: Callable[..., _Response], request: Any, timeout_s: float | None = None
+        self,
+        method: Callable[..., _Response],
+        request: Any,
+        timeout_s: float | None = None,
+        *,
+        retry: bool = True,
     ) -> _Response:
-        """Call ``method``; retry on UNAVAILABLE within the deadline; raise :class:`ClientError`."""
+        """Call ``method``; retry on UNAVAILABLE within the deadline (unless ``retry`` is False,
+        for a call that is not safe to repeat); raise :class:`ClientError`."""
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
-        for attempt in range(1, self.retry.attempts + 1):
+        for attempt in range(1, (self.retry.attempts if retry else 1) + 1):
             try:
                 return method(request, timeout=remaining_s(deadline), metadata=self.metadata)
             except grpc.RpcError as error:
@@ -187,9 +203,14 @@ class ServiceClient:
         self.close()
 
     def _call(
-        self, method: Callable[..., _Response], request: Any, timeout_s: float | None = None
+        self,
+        method: Callable[..., _Response],
+        request: Any,
+        timeout_s: float | None = None,
+        *,
+        retry: bool = True,
     ) -> _Response:
-        return self.connection.unary(method, request, timeout_s or self.timeout_s)
+        return self.connection.unary(method, request, timeout_s or self.timeout_s, retry=retry)
 
     def _stream(self, method: Callable[..., Any], request: Any, timeout_s: float | None) -> Iterator[Any]:
         """A server stream; ``timeout_s`` None means no deadline."""

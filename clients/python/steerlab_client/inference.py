@@ -11,7 +11,7 @@ import grpc
 from steerlab_api.v1 import inference_pb2 as pb
 from steerlab_api.v1 import inference_pb2_grpc
 
-from .channel import ServiceClient
+from .channel import ServiceClient, new_request_id
 from .errors import ClientError
 
 Message = Mapping[str, str]
@@ -92,19 +92,23 @@ class SamplingOptions(TypedDict, total=False):
 class GenerateOptions(SamplingOptions, total=False):
     """:class:`SamplingOptions`, and either ``strengths`` (percent of each dimension's range,
     -100..100) or ``session_id``: answer within that session, with its history and strengths,
-    recording the turns there."""
+    recording the turns there. With a session, ``request_id`` (default: a new one) keeps a
+    retried request from recording the user's message twice."""
 
     strengths: Mapping[str, float]
     session_id: str
+    request_id: str
 
 
 def generate_request(
     messages: str | Sequence[Message] = (), **options: Unpack[GenerateOptions]
 ) -> pb.GenerateRequest:
     """The ``GenerateRequest`` for ``messages`` (a string is one user message) and ``options``."""
+    session_id = options.get("session_id", "")
     return pb.GenerateRequest(
         messages=_messages(messages),
-        session_id=options.get("session_id", ""),
+        session_id=session_id,
+        request_id=new_request_id(options.get("request_id", "")) if session_id else "",
         steering=pb.Steering(
             strengths=dict(options.get("strengths") or {}), pins=_pins(options.get("pins") or {})
         ),

@@ -10,7 +10,7 @@ import grpc
 from steerlab_api.v1 import jobs_pb2 as pb
 from steerlab_api.v1 import jobs_pb2_grpc
 
-from .channel import ServiceClient
+from .channel import ServiceClient, new_request_id
 
 STATES = {
     "queued": pb.JOB_STATE_QUEUED,
@@ -55,9 +55,11 @@ class JobClient(ServiceClient):
         num_tokens: int = 0,
         perplexity_bound: float = 0.0,
         seed: int | None = None,
+        request_id: str = "",
     ) -> pb.Job:
         """Queue an extraction of a built-in ``dimension`` or a custom ``dataset`` (a JSON Lines
-        file's path or bytes). Unset parameters take the core's defaults."""
+        file's path or bytes). Unset parameters take the core's defaults. A repeated
+        ``request_id`` (default: a new one) returns the job the first call queued."""
         spec = pb.ExtractionSpec(
             model=model,
             alias=alias,
@@ -75,7 +77,8 @@ class JobClient(ServiceClient):
             spec.dataset = dataset if isinstance(dataset, bytes) else Path(dataset).read_bytes()
         else:
             spec.dimension = dimension
-        return self._call(self._stub.SubmitExtraction, pb.SubmitExtractionRequest(spec=spec)).job
+        request = pb.SubmitExtractionRequest(spec=spec, request_id=new_request_id(request_id))
+        return self._call(self._stub.SubmitExtraction, request).job
 
     def get(self, job_id: str) -> pb.Job:
         return self._call(self._stub.GetJob, pb.GetJobRequest(id=job_id)).job

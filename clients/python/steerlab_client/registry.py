@@ -14,7 +14,7 @@ from steerlab_api.v1 import registry_pb2 as pb
 from steerlab_api.v1 import registry_pb2_grpc
 from steerlab_api.v1 import vectors_pb2 as vpb
 
-from .channel import ServiceClient
+from .channel import ServiceClient, new_request_id
 
 _REF = re.compile(r"^(?P<dimension>[^@\s]+)(?:@(?P<target>[^@\s]+))?$")
 
@@ -76,14 +76,14 @@ class RegistryClient(ServiceClient):
     ) -> vpb.VectorSet:
         """Register a vector set file as the next version of its dimension on its model.
 
-        With ``request_id``, pushing again with the same key returns the first push's version.
+        A repeated ``request_id`` (default: a new one) returns the first push's version.
         """
         data = file if isinstance(file, bytes) else Path(file).read_bytes()
         request = pb.CreateVectorSetRequest(
             file=data,
             labels=labels or {},
             author=getpass.getuser() if author is None else author,
-            request_id=request_id,
+            request_id=new_request_id(request_id),
         )
         return self._call(self._stub.CreateVectorSet, request).vector_set
 

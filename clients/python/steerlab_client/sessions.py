@@ -9,7 +9,7 @@ import grpc
 from steerlab_api.v1 import sessions_pb2 as pb
 from steerlab_api.v1 import sessions_pb2_grpc
 
-from .channel import ServiceClient
+from .channel import ServiceClient, new_request_id
 
 MODES = {
     "select": pb.INTERFACE_MODE_SELECT,
@@ -38,8 +38,11 @@ class SessionClient(ServiceClient):
         strengths: dict[str, float] | None = None,
         tenant: str = "",
         learning_rate: float = 0.0,
+        request_id: str = "",
     ) -> pb.Session:
-        request = create_request(user_id, model, mode, strengths, tenant, learning_rate)
+        """A new session. ``request_id`` (default: a new one) makes a retried create return the
+        session the first one made."""
+        request = create_request(user_id, model, mode, strengths, tenant, learning_rate, request_id)
         return self._call(self._stub.CreateSession, request).session
 
     def get(self, session_id: str, include_turns: bool = False) -> pb.Session:
@@ -78,27 +81,37 @@ class SessionClient(ServiceClient):
         )
         return self._call(self._stub.UpdatePreferences, request).session
 
-    def add_user_turn(self, session_id: str, text: str) -> pb.AppendTurnResponse:
-        """Record what the user said; in LEARN mode ``response.turn.update`` says what changed and why."""
-        request = pb.AppendTurnRequest(session_id=session_id, role=pb.ROLE_USER, text=text)
-        return self._call(self._stub.AppendTurn, request)
+    def add_user_turn(self, session_id: str, text: str, request_id: str = "") -> pb.AppendTurnResponse:
+        """Record what the user said; in LEARN mode ``response.turn.update`` says what changed and why.
+
+        A repeated ``request_id`` (default: a new one) returns the turn recorded the first time."""
+        return self._call(self._stub.AppendTurn, user_turn_request(session_id, text, request_id))
 
     def add_assistant_turn(
-        self, session_id: str, text: str, steering: list[pb.SteeringUsed] | None = None
+        self,
+        session_id: str,
+        text: str,
+        steering: list[pb.SteeringUsed] | None = None,
+        request_id: str = "",
     ) -> pb.AppendTurnResponse:
         request = pb.AppendTurnRequest(
-            session_id=session_id, role=pb.ROLE_ASSISTANT, text=text, steering=steering or []
+            session_id=session_id,
+            role=pb.ROLE_ASSISTANT,
+            text=text,
+            steering=steering or [],
+            request_id=new_request_id(request_id),
         )
         return self._call(self._stub.AppendTurn, request)
 
     def feedback(
         self, session_id: str, turn_index: int, rating: str, comment: str = ""
     ) -> pb.SubmitFeedbackResponse:
-        """``rating`` is "up" or "down"."""
+        """``rating`` is "up" or "down". Not retried: a rating carries no request id, and applying
+        it twice would move the strengths twice."""
         request = pb.SubmitFeedbackRequest(
             session_id=session_id, turn_index=turn_index, rating=RATINGS[rating], comment=comment
         )
-        return self._call(self._stub.SubmitFeedback, request)
+        return self._call(self._stub.SubmitFeedback, request, retry=False)
 
     def start_calibration(
         self, session_id: str, dimensions: list[str], rounds: int = 0, restart: bool = False
@@ -108,9 +121,12 @@ class SessionClient(ServiceClient):
         )
         return self._call(self._stub.StartCalibration, request).calibration
 
-    def choose(self, session_id: str, comparison: pb.Comparison, side: str) -> pb.ChooseComparisonResponse:
+    def choose(
+        self, session_id: str, comparison: pb.Comparison, side: str, request_id: str = ""
+    ) -> pb.ChooseComparisonResponse:
         """Answer ``comparison`` with "left" or "right"."""
-        return self._call(self._stub.ChooseComparison, choose_request(session_id, comparison, side))
+        request = choose_request(session_id, comparison, side, request_id)
+        return self._call(self._stub.ChooseComparison, request)
 
     def calibration(self, session_id: str) -> pb.Calibration:
         return self._call(
@@ -132,6 +148,7 @@ def create_request(
     strengths: dict[str, float] | None = None,
     tenant: str = "",
     learning_rate: float = 0.0,
+    request_id: str = "",
 ) -> pb.CreateSessionRequest:
     return pb.CreateSessionRequest(
         tenant=tenant,
@@ -140,12 +157,25 @@ def create_request(
         mode=mode_value(mode),
         strengths=strengths or {},
         learning_rate=learning_rate,
+        request_id=new_request_id(request_id),
     )
 
 
-def choose_request(session_id: str, comparison: pb.Comparison, side: str) -> pb.ChooseComparisonRequest:
+def user_turn_request(session_id: str, text: str, request_id: str = "") -> pb.AppendTurnRequest:
+    return pb.AppendTurnRequest(
+        session_id=session_id, role=pb.ROLE_USER, text=text, request_id=new_request_id(request_id)
+    )
+
+
+def choose_request(
+    session_id: str, comparison: pb.Comparison, side: str, request_id: str = ""
+) -> pb.ChooseComparisonRequest:
     if side not in SIDES:
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     return pb.ChooseComparisonRequest(
-        session_id=session_id, dimension=comparison.dimension, round=comparison.round, choice=SIDES[side]
+        session_id=session_id,
+        dimension=comparison.dimension,
+        round=comparison.round,
+        choice=SIDES[side],
+        request_id=new_request_id(request_id),
     )

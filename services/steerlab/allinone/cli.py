@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from steerlab.settings import DEFAULT_PORTS
+
 
 def add_commands(commands: Any) -> None:
     """Register ``steerlab up`` on the top-level subparsers."""
-    from .server import DEFAULT_METRICS_PORT, DEFAULT_PORT
-
+    port, metrics_port = DEFAULT_PORTS["up"]
     up = commands.add_parser(
         "up",
         help="run the whole platform in one process on one port (embedded stores, in-process worker)",
@@ -17,10 +18,10 @@ def add_commands(commands: Any) -> None:
     up.add_argument(
         "--model", help="built-in model name or local Hugging Face directory (default smollm2-135m)"
     )
-    up.add_argument("--port", type=int, help=f"gRPC port for every service (default {DEFAULT_PORT}; 0: any)")
+    up.add_argument("--port", type=int, help=f"gRPC port for every service (default {port}; 0: any)")
     up.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     up.add_argument(
-        "--metrics-port", type=int, help=f"Prometheus /metrics port (default {DEFAULT_METRICS_PORT})"
+        "--metrics-port", type=int, help=f"Prometheus /metrics port (default {metrics_port})"
     )
     up.add_argument("--data-dir", help="where the embedded database lives (default STEERLAB_HOME/platform)")
     up.add_argument("--database-url", help="postgresql://... instead of SQLite in --data-dir")

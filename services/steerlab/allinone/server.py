@@ -28,20 +28,19 @@ from steerlab.jobs.spec import ExtractionJobSpec
 from steerlab.jobs.worker import WorkerSettings
 from steerlab.registry.server import registry_binding
 from steerlab.registry.store import RegistryStore
-from steerlab.serving import GrpcServer, ServerSettings, UnavailableError
-from steerlab.serving.server import int_env
+from steerlab.serving import GrpcServer, ServerSettings
 from steerlab.sessions.learn import learn_method_from_env, make_interpreter
 from steerlab.sessions.manager import SessionManager
 from steerlab.sessions.server import SessionSettings, open_session_manager, session_binding
+from steerlab.settings import DEFAULT_PORTS, PRODUCTION_ALIAS, int_env, steerlab_home
+from steerlab.steering.catalog import BUILTIN_MODELS
 from steerlab.steering.datasets import BUILTIN_DIMENSIONS, builtin_dimensions
-from steerlab.steering.models import BUILTIN_MODELS, steerlab_home
+from steerlab.steering.errors import UnavailableError
 from steerlab.storage import open_database
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 50050
-DEFAULT_METRICS_PORT = 9460
-PRODUCTION_ALIAS = "production"
+DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["up"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ class Platform:
         self.registry.close()
 
     def describe(self) -> str:
-        lm = self.inference.engine.runner.lm
+        lm = self.inference.engine.model
         return (
             f"model {lm.name}; registry, sessions, jobs and inference on one port; "
             f"database {self.registry.database.description}"
@@ -168,7 +167,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
 def ensure_builtin_dimensions(platform: Platform, say: Callable[[str], None] = print) -> None:
     """Extract and register any built-in dimension the registry lacks for this model (jobs on
     the in-process worker); returns when all five are registered. Raises if a job fails."""
-    digest = platform.inference.engine.runner.lm.fingerprint.weights_digest
+    digest = platform.inference.engine.model.fingerprint.weights_digest
     missing = [
         name
         for name in BUILTIN_DIMENSIONS

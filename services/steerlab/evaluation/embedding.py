@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ..errors import SteerLabError
+from ..steering.errors import SteerLabError
 
 
 def _load_model() -> Any:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from steerlab.inference.server import DEFAULT_METRICS_PORT, DEFAULT_PORT
-from steerlab.serving.server import add_serve_command
+from steerlab.cli_options import add_serve_command
 
 
 def add_commands(commands: Any) -> None:
     """Register the ``inference`` command group on the top-level subparsers."""
     serve = add_serve_command(
-        commands, "inference", "run the steered inference service", DEFAULT_PORT, DEFAULT_METRICS_PORT
-    )
+        commands, "inference", "run the steered inference service")
     serve.add_argument(
         "--model", help="built-in model name or local Hugging Face directory (default smollm2-135m)"
     )

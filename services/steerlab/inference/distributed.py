@@ -29,13 +29,13 @@ import torch.distributed as dist
 from steerlab.steering.adapters import adapt
 from steerlab.steering.models import LoadedModel, load_model
 
+from .placement import Placement
 from .runner import ModelRunner
 from .steering import RowSteering
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-    from .server import InferenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def load_shard(settings: InferenceSettings, rank: int, world_size: int, port: int) -> LoadedModel:
+def load_shard(placement: Placement, rank: int, world_size: int, port: int) -> LoadedModel:
     """Join the process group as ``rank`` and load this rank's shard of the model."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -58,7 +58,7 @@ def load_shard(settings: InferenceSettings, rank: int, world_size: int, port: in
         LOCAL_RANK=str(rank),
         WORLD_SIZE=str(world_size),
     )
-    device = settings.torch_device()
+    device = placement.torch_device()
     on_gpu = device.startswith("cuda")
     if on_gpu:
         device = f"cuda:{rank}"
@@ -80,11 +80,11 @@ def load_shard(settings: InferenceSettings, rank: int, world_size: int, port: in
         # Otherwise DeepSpeed makes its tensor-parallel group with torch's 30-minute timeout.
         DeepSpeedEngine.inference_mp_group = dist.new_group(list(range(world_size)), timeout=PEER_TIMEOUT)
         # The fingerprint is taken from the full weights, before sharding.
-        lm = load_model(settings.model, dtype=settings.torch_dtype(), device=device)
+        lm = load_model(placement.model, dtype=placement.torch_dtype(), device=device)
         sharded = deepspeed.init_inference(
             lm.model,
             tensor_parallel={"tp_size": world_size},
-            dtype=settings.torch_dtype(),
+            dtype=placement.torch_dtype(),
             replace_with_kernel_inject=False,
         )
     lm.model = sharded.module
@@ -152,14 +152,14 @@ class DistributedRunner(ModelRunner):
         dist.destroy_process_group()
 
 
-def _serve_rank(settings: InferenceSettings, rank: int, world_size: int, port: int) -> None:
+def _serve_rank(placement: Placement, rank: int, world_size: int, port: int) -> None:
     """A child rank: load its shard, then replay rank 0's calls until told to close."""
     from transformers.utils import logging as transformers_logging
 
     sys.stdout = sys.stderr
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
-    runner = ModelRunner(load_shard(settings, rank, world_size, port))
+    runner = ModelRunner(load_shard(placement, rank, world_size, port))
     while True:
         op, first, second = _broadcast([None, None, None])
         if op == "close":
@@ -173,10 +173,10 @@ def _serve_rank(settings: InferenceSettings, rank: int, world_size: int, port: i
     dist.destroy_process_group()
 
 
-def start_tensor_parallel(settings: InferenceSettings) -> DistributedRunner:
+def start_tensor_parallel(placement: Placement) -> DistributedRunner:
     """Start ranks 1..N-1 as child processes and load rank 0's shard here."""
-    world_size = settings.tensor_parallel
-    if settings.torch_device().startswith("cuda") and torch.cuda.device_count() < world_size:
+    world_size = placement.tensor_parallel
+    if placement.torch_device().startswith("cuda") and torch.cuda.device_count() < world_size:
         raise ValueError(
             f"--tensor-parallel {world_size} needs {world_size} GPUs; {torch.cuda.device_count()} found"
         )
@@ -184,10 +184,10 @@ def start_tensor_parallel(settings: InferenceSettings) -> DistributedRunner:
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(
-            target=_serve_rank, args=(settings, rank, world_size, port), daemon=True, name=f"rank-{rank}"
+            target=_serve_rank, args=(placement, rank, world_size, port), daemon=True, name=f"rank-{rank}"
         )
         for rank in range(1, world_size)
     ]
     for worker in workers:
         worker.start()
-    return DistributedRunner(load_shard(settings, 0, world_size, port), workers, world_size)
+    return DistributedRunner(load_shard(placement, 0, world_size, port), workers, world_size)

@@ -23,9 +23,14 @@ from typing import Protocol
 
 import torch
 
-from steerlab.serving.errors import InvalidArgumentError, ResourceExhaustedError, UnavailableError
-from steerlab.steering.errors import SteerLabError
+from steerlab.steering.errors import (
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    SteerLabError,
+    UnavailableError,
+)
 from steerlab.steering.generation import Sampling
+from steerlab.steering.models import LoadedModel
 
 from .runner import ModelRunner
 from .sampler import SamplerRows, sample
@@ -186,6 +191,19 @@ class InferenceEngine:
         self._stopping = False
 
     # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def model(self) -> LoadedModel:
+        """The model this engine serves (on rank 0, with tensor parallelism)."""
+        return self.runner.lm
+
+    @property
+    def device(self) -> torch.device:
+        return self.runner.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.runner.dtype
 
     def start(self) -> InferenceEngine:
         """Run the scheduler on a background thread."""

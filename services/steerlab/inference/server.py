@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import torch
 from prometheus_client import CollectorRegistry
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
-from steerlab.serving.server import int_env
+from steerlab.settings import DEFAULT_PORTS, int_env
 from steerlab.steering.models import load_model
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import inference_pb2_grpc
@@ -17,15 +16,12 @@ from steerlab_api.v1 import inference_pb2_grpc
 from .cpu import pack_linear_weights
 from .engine import EngineSettings, InferenceEngine
 from .metrics import InferenceMetrics
+from .placement import Placement
 from .runner import ModelRunner
 from .service import SERVICE_NAME, InferenceServicer, SessionLink
 from .vectors import RegistrySource, StoreSource, VectorSetCache, VectorSource
 
-DEFAULT_PORT = 50053
-DEFAULT_METRICS_PORT = 9466
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
+DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["inference"]
 @dataclass(frozen=True)
 class InferenceSettings:
     model: str = "smollm2-135m"
@@ -86,17 +82,9 @@ class InferenceSettings:
             ),
         )
 
-    def torch_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
-    def torch_dtype(self) -> torch.dtype:
-        if self.dtype == "auto":
-            return torch.bfloat16 if self.torch_device().startswith("cuda") else torch.float32
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        return DTYPES[self.dtype]
+    def placement(self) -> Placement:
+        """Where the model lives: all that loading it needs."""
+        return Placement(self.model, self.device, self.dtype, self.tensor_parallel)
 
     def describe_vectors(self) -> str:
         return (
@@ -124,8 +112,9 @@ def load_runner(settings: InferenceSettings) -> ModelRunner:
     if settings.tensor_parallel > 1:
         from .distributed import start_tensor_parallel
 
-        return start_tensor_parallel(settings)
-    lm = load_model(settings.model, dtype=settings.torch_dtype(), device=settings.torch_device())
+        return start_tensor_parallel(settings.placement())
+    placement = settings.placement()
+    lm = load_model(placement.model, dtype=placement.torch_dtype(), device=placement.torch_device())
     pack_linear_weights(lm, batch_hint=settings.engine.max_batch)
     return ModelRunner(lm)
 

@@ -11,15 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from steerlab.serving.errors import (
-    DeadlineExceededError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-    relayed,
-)
+from steerlab.serving.relay import relayed
 from steerlab.steering.apply import check_strength
 from steerlab.steering.chat import Message, encode_prompt
+from steerlab.steering.errors import DeadlineExceededError, FailedPreconditionError, InvalidArgumentError
 from steerlab.steering.generation import Sampling
+from steerlab.storage.requests import MAX_REQUEST_ID_LENGTH
 from steerlab_api.v1 import inference_pb2 as pb
 from steerlab_api.v1 import inference_pb2_grpc
 from steerlab_api.v1 import sessions_pb2 as spb
@@ -34,6 +31,8 @@ if TYPE_CHECKING:
 
 SERVICE_NAME = "steerlab.v1.InferenceService"
 ROLES = ("system", "user", "assistant")
+# The turns a request records add ":user:N" or ":assistant" to its id, within the sessions' limit.
+MAX_GENERATE_REQUEST_ID = MAX_REQUEST_ID_LENGTH - 16
 FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
 
 
@@ -44,6 +43,7 @@ class Conversation:
     messages: list[Message]
     strengths: dict[str, float]
     session_id: str = ""
+    request_id: str = ""  # the turns it records derive their request ids from this one
 
 
 class SessionLink:
@@ -53,11 +53,13 @@ class SessionLink:
         self.client = client
         self.model_name = model_name
 
-    def begin(self, session_id: str, user_texts: Sequence[str]) -> Conversation:
-        """Append the user's new message(s) (LEARN may move strengths), then read the session."""
+    def begin(self, session_id: str, user_texts: Sequence[str], request_id: str = "") -> Conversation:
+        """Append the user's new message(s) (LEARN may move strengths), then read the session.
+
+        With ``request_id``, a retried request finds its user turns already recorded."""
         with relayed("session service"):
-            for text in user_texts:
-                self.client.add_user_turn(session_id, text)
+            for number, text in enumerate(user_texts):
+                self.client.add_user_turn(session_id, text, _derived(request_id, f"user:{number}"))
             session = self.client.get(session_id, include_turns=True)
         if session.model and session.model != self.model_name:
             raise FailedPreconditionError(
@@ -66,10 +68,15 @@ class SessionLink:
             )
         roles = {spb.ROLE_USER: "user", spb.ROLE_ASSISTANT: "assistant"}
         messages: list[Message] = [{"role": roles[turn.role], "content": turn.text} for turn in session.turns]
-        return Conversation(messages, dict(session.strengths), session_id)
+        return Conversation(messages, dict(session.strengths), session_id, request_id)
 
     def record(
-        self, session_id: str, text: str, applied: Sequence[AppliedStrength], model_digest: str
+        self,
+        session_id: str,
+        text: str,
+        applied: Sequence[AppliedStrength],
+        model_digest: str,
+        request_id: str = "",
     ) -> int:
         used = [
             spb.SteeringUsed(
@@ -81,7 +88,23 @@ class SessionLink:
             for a in applied
         ]
         with relayed("session service"):
-            return int(self.client.add_assistant_turn(session_id, text, used).turn.index)
+            turn = self.client.add_assistant_turn(
+                session_id, text, used, _derived(request_id, "assistant")
+            ).turn
+            return int(turn.index)
+
+
+def _check_generate_request_id(request_id: str) -> None:
+    if len(request_id) > MAX_GENERATE_REQUEST_ID or not request_id.isprintable():
+        raise InvalidArgumentError(
+            f"request_id must be at most {MAX_GENERATE_REQUEST_ID} printable characters "
+            f"(got {len(request_id)} characters)"
+        )
+
+
+def _derived(request_id: str, part: str) -> str:
+    """The request id of one of the turns a Generate request records ("" without one)."""
+    return f"{request_id}:{part}" if request_id else ""
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
@@ -98,7 +121,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.sessions = sessions
         self.default_max_new_tokens = default_max_new_tokens
         self.tensor_parallel = tensor_parallel
-        self.lm = engine.runner.lm
+        self.lm = engine.model
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
@@ -124,6 +147,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                         event.text,
                         event.applied,
                         self.lm.fingerprint.weights_digest,
+                        conversation.request_id,
                     )
                 yield pb.GenerateResponse(done=_done(event, turn_index))
 
@@ -136,8 +160,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             tensor_parallel=self.tensor_parallel,
             max_batch=self.engine.settings.max_batch,
             max_new_tokens=self.engine.settings.max_new_tokens,
-            device=str(self.engine.runner.device),
-            dtype=str(self.engine.runner.dtype).removeprefix("torch."),
+            device=str(self.engine.device),
+            dtype=str(self.engine.dtype).removeprefix("torch."),
         )
 
     # -- turning a request into an engine request (runs in a worker thread) -------------------
@@ -182,7 +206,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             )
         if not messages or any(m["role"] != "user" for m in messages):
             raise InvalidArgumentError("with a session_id, send the user's new message(s), role 'user'")
-        return self.sessions.begin(request.session_id, [m["content"] for m in messages])
+        _check_generate_request_id(request.request_id)
+        contents = [m["content"] for m in messages]
+        return self.sessions.begin(request.session_id, contents, request.request_id)
 
     def _fit_history(self, messages: list[Message], prompt: list[int], max_new_tokens: int) -> list[int]:
         """A long session drops its oldest turns until the prompt fits the context."""

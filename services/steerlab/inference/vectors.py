@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from steerlab.registry.naming import describe_model
-from steerlab.serving.errors import FailedPreconditionError, NotFoundError, relayed
+from steerlab.serving.relay import relayed
+from steerlab.settings import PRODUCTION_ALIAS
+from steerlab.steering.catalog import describe_model
+from steerlab.steering.errors import FailedPreconditionError, NotFoundError
 from steerlab.steering.models import ModelFingerprint
 from steerlab.steering.vectorset import VectorSet
 
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
     from steerlab.registry.store import RegistryStore
     from steerlab_client import RegistryClient
 
-DEFAULT_ALIAS = "production"
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class VectorSetCache:
             if pin.version is not None or pin.alias:
                 return self.source.version_of(dimension, digest, pin.version, pin.alias)
             try:
-                return self.source.version_of(dimension, digest, None, DEFAULT_ALIAS)
+                return self.source.version_of(dimension, digest, None, PRODUCTION_ALIAS)
             except NotFoundError:
                 return self.source.version_of(dimension, digest, None, None)
         except NotFoundError as exc:

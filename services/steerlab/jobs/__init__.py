@@ -7,6 +7,6 @@
   ``steerlab jobs ...`` and ``steerlab worker``.
 """
 
-# Here rather than in ``server`` so that the CLI can name them without importing Celery.
-DEFAULT_PORT = 50054
-DEFAULT_METRICS_PORT = 9467
+from steerlab.settings import DEFAULT_PORTS
+
+DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["jobs"]

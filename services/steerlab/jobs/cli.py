@@ -8,19 +8,23 @@ import os
 import sys
 from typing import Any
 
-from steerlab.cli_options import add_address_option, add_extraction_options, extraction_parameters
-from steerlab.jobs import DEFAULT_METRICS_PORT, DEFAULT_PORT
-from steerlab.serving.server import add_service_commands
+from steerlab.cli_options import (
+    add_address_option,
+    add_extraction_options,
+    add_service_commands,
+    extraction_parameters,
+    parse_labels,
+)
+from steerlab.settings import DEFAULT_PORTS
 
-DEFAULT_SERVER = f"localhost:{DEFAULT_PORT}"
+DEFAULT_SERVER = f"localhost:{DEFAULT_PORTS['jobs'].grpc}"
 BAR_WIDTH = 30
 
 
 def add_commands(commands: Any) -> None:
     """Register the ``jobs`` group and ``worker`` on the top-level subparsers."""
     serve, job_commands = add_service_commands(
-        commands, "jobs", "run extraction jobs and follow them", DEFAULT_PORT, DEFAULT_METRICS_PORT
-    )
+        commands, "jobs", "run extraction jobs and follow them")
     serve.add_argument(
         "--broker-url", help="Celery broker, e.g. redis://127.0.0.1:6379/0 (default: in-process worker)"
     )
@@ -100,7 +104,6 @@ def _client(args: argparse.Namespace) -> Any:
 def _submit(args: argparse.Namespace) -> None:
     import getpass
 
-    from steerlab.registry.cli import parse_labels
 
     parameters = extraction_parameters(args)
     with _client(args) as client:

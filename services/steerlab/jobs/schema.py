@@ -31,4 +31,10 @@ MIGRATIONS = (
             updated_at {timestamp} NOT NULL)""",
         "CREATE INDEX jobs_by_state ON jobs (state, lease_until)",
     ),
+    sql_migration(
+        2,
+        "request ids: idempotent submission",
+        "ALTER TABLE jobs ADD COLUMN request_id TEXT",
+        "CREATE UNIQUE INDEX jobs_by_request ON jobs (request_id)",
+    ),
 )

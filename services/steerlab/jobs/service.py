@@ -8,9 +8,9 @@ from dataclasses import asdict
 
 import grpc
 
-from steerlab.serving.errors import InvalidArgumentError, UnavailableError
 from steerlab.serving.messages import timestamp
-from steerlab.steering.extraction import ExtractionConfig
+from steerlab.steering.config import ExtractionConfig
+from steerlab.steering.errors import InvalidArgumentError, UnavailableError
 from steerlab_api.v1 import jobs_pb2 as pb
 from steerlab_api.v1 import jobs_pb2_grpc
 
@@ -109,13 +109,17 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.SubmitExtractionRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitExtractionResponse:
         spec = spec_from_proto(request.spec)
-        record = await asyncio.to_thread(self.submit, spec)
+        record = await asyncio.to_thread(self.submit, spec, request.request_id)
         return pb.SubmitExtractionResponse(job=job_to_proto(record))
 
-    def submit(self, spec: ExtractionJobSpec) -> JobRecord:
-        """Check ``spec``, record the job and queue it; returns the queued record."""
+    def submit(self, spec: ExtractionJobSpec, request_id: str = "") -> JobRecord:
+        """Check ``spec``, record the job and queue it; returns the queued record.
+
+        A repeated ``request_id`` returns the job the first call submitted, as it is now."""
+        if request_id and (submitted := self.store.submitted(request_id)) is not None:
+            return submitted
         checked, _dataset = spec.checked()
-        record = self.store.create(checked)
+        record = self.store.create(checked, request_id)
         try:
             self.dispatch(record.job_id)
         except Exception as exc:

@@ -13,12 +13,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from steerlab.registry.store import check_name
-from steerlab.serving.errors import InvalidArgumentError
-from steerlab.steering.datasets import ContrastiveDataset, builtin_dataset, parse_dataset
-from steerlab.steering.errors import ModelLoadError
-from steerlab.steering.extraction import ExtractionConfig
-from steerlab.steering.models import BUILTIN_MODELS
+from steerlab.steering.catalog import BUILTIN_MODELS
+from steerlab.steering.config import ExtractionConfig
+from steerlab.steering.datasets import ContrastiveDataset, builtin_dataset, check_name, parse_dataset
+from steerlab.steering.errors import InvalidArgumentError, ModelLoadError
 
 MAX_DATASET_BYTES = 8 * 1024 * 1024
 # Enough for any model a worker can load; the real depth is checked by the worker.

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from steerlab.serving.errors import FailedPreconditionError, NotFoundError
+from steerlab.steering.errors import FailedPreconditionError, NotFoundError
 from steerlab.storage import Cursor, Database, migrate, pages
+from steerlab.storage.requests import check_request_id
 
 from .schema import COMPONENT, MIGRATIONS
 from .spec import ExtractionJobSpec
@@ -90,21 +91,41 @@ class JobStore:
 
     # -- what the job service does ----------------------------------------------------------
 
-    def create(self, spec: ExtractionJobSpec) -> JobRecord:
-        """Record a new queued job for a spec that was already checked."""
+    def create(self, spec: ExtractionJobSpec, request_id: str = "") -> JobRecord:
+        """Record a new queued job for a spec that was already checked.
+
+        With ``request_id``, creating again with the same key returns the job the first call
+        recorded."""
+        check_request_id(request_id)
         job_id = uuid.uuid4().hex
         now = self._now()
         with self.database.transaction(write=True) as cursor:
+            if request_id:
+                self.database.lock(cursor, f"steerlab:job-request:{request_id}")
+                existing = self._submitted(cursor, request_id)
+                if existing is not None:
+                    return existing
             cursor.execute(
                 "INSERT INTO jobs (job_id, state, dimension, model, spec, stage, percent, message, error,"
-                " attempts, cancel_requested, created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " attempts, cancel_requested, created_at, updated_at, request_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     *(job_id, QUEUED, spec.dimension, spec.model, spec.to_json()),
-                    *("queued", 0.0, "waiting for a worker", "", 0, 0, now, now),
+                    *("queued", 0.0, "waiting for a worker", "", 0, 0, now, now, request_id or None),
                 ),
             )
             return self._get(cursor, job_id)
+
+    def submitted(self, request_id: str) -> JobRecord | None:
+        """The job created with ``request_id``, if there is one."""
+        check_request_id(request_id)
+        with self.database.transaction() as cursor:
+            return self._submitted(cursor, request_id)
+
+    def _submitted(self, cursor: Cursor, request_id: str) -> JobRecord | None:
+        cursor.execute("SELECT job_id FROM jobs WHERE request_id = %s", (request_id,))
+        row = cursor.fetchone()
+        return self._get(cursor, row[0]) if row else None
 
     def get(self, job_id: str) -> JobRecord:
         with self.database.transaction() as cursor:

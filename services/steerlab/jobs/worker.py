@@ -33,10 +33,9 @@ from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
 from steerlab.registry.store import RegistryStore
-from steerlab.serving.errors import AlreadyExistsError, NotFoundError
-from steerlab.serving.server import int_env
+from steerlab.settings import int_env
 from steerlab.steering.datasets import Dimension
-from steerlab.steering.errors import SteerLabError
+from steerlab.steering.errors import AlreadyExistsError, NotFoundError, SteerLabError
 from steerlab.storage import open_database, resolve_database_url
 
 from .store import JobInterrupted, JobRecord, JobResult, JobStore

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from typing import Any
 
-from steerlab.cli_options import add_address_option
-from steerlab.registry.server import DEFAULT_METRICS_PORT, DEFAULT_PORT
-from steerlab.serving.server import add_serve_command
+from steerlab.cli_options import add_address_option, add_serve_command, parse_labels
+from steerlab.settings import DEFAULT_PORTS
 
-DEFAULT_REGISTRY = f"localhost:{DEFAULT_PORT}"
-_LABEL = re.compile(r"^(?P<key>[^=]+)=(?P<value>.*)$")
+DEFAULT_REGISTRY = f"localhost:{DEFAULT_PORTS['registry'].grpc}"
 
 
 def add_commands(commands: Any) -> None:
     """Register the ``registry`` and ``vectors`` command groups on the top-level subparsers."""
     serve = add_serve_command(
-        commands, "registry", "run the vector registry service", DEFAULT_PORT, DEFAULT_METRICS_PORT
-    )
+        commands, "registry", "run the vector registry service")
     serve.set_defaults(run=_serve)
 
     vectors = commands.add_parser("vectors", help="push, list, pull and alias vector sets in a registry")
@@ -96,19 +92,8 @@ def _ref(text: str, need_version: bool = False) -> Any:
     return ref
 
 
-def parse_labels(values: list[str]) -> dict[str, str]:
-    """``KEY=VALUE`` options as a dict."""
-    labels = {}
-    for value in values:
-        match = _LABEL.match(value)
-        if not match:
-            raise ValueError(f"--label {value!r} is not KEY=VALUE")
-        labels[match["key"]] = match["value"]
-    return labels
-
-
 def _model_label(vector_set: Any) -> str:
-    from steerlab.registry.naming import describe_model
+    from steerlab.steering.catalog import describe_model
 
     return describe_model(vector_set.model_name, vector_set.model.weights_digest)
 

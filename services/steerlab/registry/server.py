@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
+from steerlab.settings import DEFAULT_PORTS
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import registry_pb2_grpc
 
 from .service import SERVICE_NAME, RegistryServicer
 from .store import RegistryStore
 
-DEFAULT_PORT = 50051
-DEFAULT_METRICS_PORT = 9464
+DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["registry"]
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import json
 
 import grpc
 
-from steerlab.serving.errors import InvalidArgumentError
 from steerlab.serving.messages import timestamp
 from steerlab.steering.datasets import Dimension
+from steerlab.steering.errors import InvalidArgumentError
 from steerlab.steering.vectorset import VectorSet
 from steerlab_api.v1 import registry_pb2 as pb
 from steerlab_api.v1 import registry_pb2_grpc

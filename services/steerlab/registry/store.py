@@ -16,20 +16,21 @@ from typing import Any
 
 import torch
 
-from steerlab.serving.errors import (
+from steerlab.steering.catalog import describe_model
+from steerlab.steering.datasets import Dimension, check_name
+from steerlab.steering.errors import (
     AlreadyExistsError,
     DataLossError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    VectorSetError,
 )
-from steerlab.steering.datasets import NAME_PATTERN, Dimension
-from steerlab.steering.errors import VectorSetError
 from steerlab.steering.vectorset import VectorSet
 from steerlab.storage import Cursor, Database, migrate, pages
 from steerlab.storage.database import UniqueViolation
+from steerlab.storage.requests import check_request_id
 
-from .naming import describe_model
 from .schema import COMPONENT, MIGRATIONS
 
 ACTIVE = "active"
@@ -103,14 +104,6 @@ class AliasRecord:
 class Page:
     records: list[VectorSetRecord]
     next_page_token: str
-
-
-def check_name(kind: str, name: str) -> str:
-    if not NAME_PATTERN.match(name):
-        raise InvalidArgumentError(
-            f"invalid {kind} name {name!r}: use a lower-case letter, then up to 62 of a-z, 0-9, '_' or '-'"
-        )
-    return name
 
 
 def _check_text(what: str, value: str) -> str:
@@ -223,7 +216,7 @@ class RegistryStore:
         """
         labels = _check_labels(labels or {})
         _check_text("author", author)
-        _check_text("request_id", request_id)
+        check_request_id(request_id)
         vectors = vector_set.directions.float().contiguous().numpy().tobytes()
         digest = vector_set.model.weights_digest
         metadata = vector_set.metadata()

@@ -1,31 +1,16 @@
 """What every SteerLab gRPC service shares: the server (health, reflection, message limits),
-Prometheus metrics, and the mapping from errors to status codes."""
+Prometheus metrics, and the serving edge of the error vocabulary (error kind to status code).
 
-from .errors import (
-    AbortedError,
-    AlreadyExistsError,
-    DataLossError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-    NotFoundError,
-    ServiceError,
-    UnavailableError,
-    status_name,
-)
+The errors themselves live in :mod:`steerlab.steering.errors`."""
+
 from .server import GrpcServer, ServerSettings, ServiceBinding, run_until_signalled
+from .status import status_code, status_name
 
 __all__ = [
-    "AbortedError",
-    "AlreadyExistsError",
-    "DataLossError",
-    "FailedPreconditionError",
     "GrpcServer",
-    "InvalidArgumentError",
-    "NotFoundError",
     "ServerSettings",
     "ServiceBinding",
-    "ServiceError",
-    "UnavailableError",
     "run_until_signalled",
+    "status_code",
     "status_name",
 ]

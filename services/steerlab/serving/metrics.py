@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from steerlab.steering.errors import SteerLabError
 
-from .errors import status_name
+from .status import status_code
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,9 @@ async def _observed(
     try:
         yield
     except SteerLabError as exc:
-        code = status_name(exc)
-        await context.abort(grpc.StatusCode[code], str(exc))
+        status = status_code(exc)
+        code = str(status.name)
+        await context.abort(status, str(exc))
     except grpc.aio.AbortError:
         code = _context_code(context, default="UNKNOWN")
         raise

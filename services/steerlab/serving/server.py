@@ -17,8 +17,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from steerlab.settings import int_env
+from steerlab.steering.errors import UnavailableError
+
 from .auth import TokenInterceptor
-from .errors import UnavailableError
 from .metrics import ObservingInterceptor, RpcMetrics, short_service_name
 
 log = logging.getLogger(__name__)
@@ -72,16 +74,6 @@ class ServerSettings:
             max_message_bytes=int_env("STEERLAB_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
             token=os.environ.get("STEERLAB_TOKEN", ""),
         )
-
-
-def int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -190,27 +182,6 @@ async def run_until_signalled(server: GrpcServer, on_started: Callable[[], None]
     await stop.wait()
     log.info("stopping")
     await server.stop()
-
-
-def add_serve_command(commands: Any, service: str, help_text: str, port: int, metrics_port: int) -> Any:
-    """``steerlab <service> serve`` with the options every service takes; returns its parser."""
-    return add_service_commands(commands, service, help_text, port, metrics_port)[0]
-
-
-def add_service_commands(
-    commands: Any, service: str, help_text: str, port: int, metrics_port: int
-) -> tuple[Any, Any]:
-    """Like :func:`add_serve_command`; also returns the group's subparsers, for commands beside serve."""
-    group = commands.add_parser(service, help=help_text)
-    subcommands = group.add_subparsers(dest=f"{service}_command", required=True, parser_class=type(group))
-    serve = subcommands.add_parser("serve", help=f"serve the {service} service over gRPC until interrupted")
-    serve.add_argument(
-        "--database-url", help="postgresql://... or sqlite:///file (default: SQLite in STEERLAB_HOME)"
-    )
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help=f"gRPC port (default {port})")
-    serve.add_argument("--metrics-port", type=int, help=f"Prometheus /metrics port (default {metrics_port})")
-    return serve, subcommands
 
 
 class Foreground(Protocol):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from steerlab.serving.errors import FailedPreconditionError, InvalidArgumentError
 from steerlab.steering.apply import MAX_PERCENT as MAX_STRENGTH
+from steerlab.steering.errors import FailedPreconditionError, InvalidArgumentError
 
 from .state import Calibration, Comparison, StrengthChange
 

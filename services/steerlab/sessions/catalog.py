@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Protocol
 
-from steerlab.serving.errors import UnavailableError
 from steerlab.steering.datasets import Dimension, builtin_dimensions
+from steerlab.steering.errors import UnavailableError
 
 
 class DimensionCatalog(Protocol):

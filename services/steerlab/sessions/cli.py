@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from steerlab.serving.server import add_serve_command
-from steerlab.sessions.server import DEFAULT_METRICS_PORT, DEFAULT_PORT
+from steerlab.cli_options import add_serve_command
 
 
 def add_commands(commands: Any) -> None:
     """Register the ``sessions`` command group on the top-level subparsers."""
     serve = add_serve_command(
-        commands, "sessions", "run the preference and session service", DEFAULT_PORT, DEFAULT_METRICS_PORT
-    )
+        commands, "sessions", "run the preference and session service")
     serve.add_argument(
         "--registry", help="registry HOST:PORT whose dimensions sessions use (default: the built-in five)"
     )

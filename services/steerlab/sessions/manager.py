@@ -6,9 +6,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from steerlab.serving.errors import FailedPreconditionError, InvalidArgumentError
 from steerlab.steering.apply import check_strength
 from steerlab.steering.datasets import Dimension
+from steerlab.steering.errors import FailedPreconditionError, InvalidArgumentError
+from steerlab.storage.requests import check_request_id
 
 from . import calibrate
 from .catalog import DimensionCatalog
@@ -91,6 +92,7 @@ class SessionManager:
         mode: str = "select",
         strengths: dict[str, float] | None = None,
         learning_rate: float = 0.0,
+        request_id: str = "",
     ) -> Session:
         return self.store.create(
             tenant or "default",
@@ -99,6 +101,7 @@ class SessionManager:
             self._checked_mode(mode),
             self._checked(strengths or {}),
             learning_rate or self.default_learning_rate,
+            request_id,
         )
 
     def select(
@@ -122,12 +125,20 @@ class SessionManager:
     # -- turns and LEARN --------------------------------------------------------------------
 
     def append_turn(
-        self, session_id: str, role: str, text: str, steering: Sequence[SteeringUsed] = ()
+        self,
+        session_id: str,
+        role: str,
+        text: str,
+        steering: Sequence[SteeringUsed] = (),
+        request_id: str = "",
     ) -> tuple[Turn, Session]:
-        """Record a turn. A user turn in LEARN mode also updates the strengths (with reasons)."""
+        """Record a turn. A user turn in LEARN mode also updates the strengths (with reasons).
+
+        A repeated ``request_id`` returns the turn recorded the first time (LEARN does not step
+        twice)."""
         if role == ASSISTANT:
             self._check_steering(steering)
-            return self.store.append_turn(session_id, role, text, steering)
+            return self.store.append_turn(session_id, role, text, steering, request_id=request_id)
         if role != USER:
             raise InvalidArgumentError("a turn's role must be user or assistant")
         reading = Reading(())
@@ -143,7 +154,7 @@ class SessionManager:
             strengths, update = apply_signals(session.strengths, reading, session.learning_rate)
             return replace(session, strengths=strengths), update
 
-        return self.store.append_turn(session_id, role, text, (), learn)
+        return self.store.append_turn(session_id, role, text, (), learn, request_id=request_id)
 
     def _check_steering(self, steering: Sequence[SteeringUsed]) -> None:
         self._known([s.dimension for s in steering])
@@ -202,15 +213,23 @@ class SessionManager:
         session, _ = self.store.update(session_id, change)
         return session
 
-    def choose(self, session_id: str, dimension: str, round_number: int, side: str) -> Session:
-        """Apply the user's pick in the pending comparison; fixes the strength after the last round."""
+    def choose(
+        self, session_id: str, dimension: str, round_number: int, side: str, request_id: str = ""
+    ) -> Session:
+        """Apply the user's pick in the pending comparison; fixes the strength after the last round.
+
+        A repeated ``request_id`` (a retry whose first reply was lost) changes nothing and returns
+        the session as it is."""
+        check_request_id(request_id)
 
         def change(session: Session) -> tuple[Session, None]:
+            if request_id and session.last_request_id == request_id:
+                return session, None
             if session.calibration is None:
                 raise FailedPreconditionError("no calibration has been started for this session")
             before = session.strengths.get(dimension, 0.0)
             calibration, fixed = calibrate.choose(session.calibration, dimension, round_number, side, before)
-            updated = replace(session, calibration=calibration)
+            updated = replace(session, calibration=calibration, last_request_id=request_id)
             if fixed is not None:
                 updated = updated.with_strengths({fixed.dimension: fixed.after})
             return updated, None

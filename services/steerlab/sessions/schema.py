@@ -36,4 +36,13 @@ MIGRATIONS = (
             created_at {timestamp} NOT NULL,
             PRIMARY KEY (session_id, idx))""",
     ),
+    sql_migration(
+        2,
+        "request ids: idempotent session creation, turns and changes",
+        "ALTER TABLE sessions ADD COLUMN request_id TEXT",
+        "ALTER TABLE sessions ADD COLUMN last_request_id TEXT",
+        "CREATE UNIQUE INDEX sessions_by_request ON sessions (tenant, user_id, request_id)",
+        "ALTER TABLE turns ADD COLUMN request_id TEXT",
+        "CREATE UNIQUE INDEX turns_by_request ON turns (session_id, request_id)",
+    ),
 )

@@ -6,7 +6,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, UnavailableError
+from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
+from steerlab.settings import DEFAULT_PORTS
+from steerlab.steering.errors import UnavailableError
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import sessions_pb2_grpc
 
@@ -18,8 +20,7 @@ from .store import SessionStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 50052
-DEFAULT_METRICS_PORT = 9465
+DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["sessions"]
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import Any
 
 import grpc
 
-from steerlab.serving.errors import InvalidArgumentError
 from steerlab.serving.messages import timestamp
+from steerlab.steering.errors import InvalidArgumentError
 from steerlab_api.v1 import sessions_pb2 as pb
 from steerlab_api.v1 import sessions_pb2_grpc
 
@@ -135,6 +135,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             mode,
             dict(request.strengths),
             request.learning_rate,
+            request.request_id,
         )
         return pb.CreateSessionResponse(session=session_to_proto(session))
 
@@ -178,7 +179,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             for s in request.steering
         ]
         turn, session = await asyncio.to_thread(
-            self.manager.append_turn, request.session_id, role, request.text, steering
+            self.manager.append_turn, request.session_id, role, request.text, steering, request.request_id
         )
         return pb.AppendTurnResponse(turn=turn_to_proto(turn), session=session_to_proto(session))
 
@@ -208,7 +209,12 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     ) -> Any:
         side = _enum(SIDES, request.choice, "choice")
         session = await asyncio.to_thread(
-            self.manager.choose, request.session_id, request.dimension, request.round, side
+            self.manager.choose,
+            request.session_id,
+            request.dimension,
+            request.round,
+            side,
+            request.request_id,
         )
         return pb.ChooseComparisonResponse(
             calibration=calibration_to_proto(session.calibration), session=session_to_proto(session)

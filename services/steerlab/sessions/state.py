@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from steerlab.serving.errors import InvalidArgumentError
 from steerlab.steering.apply import MAX_PERCENT as MAX_STRENGTH
+from steerlab.steering.errors import InvalidArgumentError
 
 SELECT, CALIBRATE, LEARN = "select", "calibrate", "learn"
 MODES = (SELECT, CALIBRATE, LEARN)
@@ -118,6 +118,8 @@ class Session:
     updated_at: datetime
     turn_count: int = 0
     calibration: Calibration | None = None
+    # The request id of the last change, so that a retried change is not applied twice.
+    last_request_id: str = ""
 
     def with_strengths(self, changes: dict[str, float]) -> Session:
         return replace(self, strengths={**self.strengths, **changes})

@@ -15,8 +15,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from steerlab.serving.errors import AbortedError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from steerlab.steering.errors import (
+    AbortedError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from steerlab.storage import Cursor, Database, migrate, pages
+from steerlab.storage.requests import check_request_id
 
 from .schema import COMPONENT, MIGRATIONS
 from .state import (
@@ -35,7 +41,7 @@ MAX_TURN_CHARACTERS = 32_000
 _Result = TypeVar("_Result")
 _SESSION_COLUMNS = (
     "seq, id, tenant, user_id, model, mode, strengths, learning_rate, calibration, revision, turn_count,"
-    " created_at, updated_at"
+    " created_at, updated_at, last_request_id"
 )
 _TURN_COLUMNS = "idx, role, text, steering, rating, preference_update, created_at"
 
@@ -62,8 +68,13 @@ class SessionStore:
         mode: str,
         strengths: dict[str, float],
         learning_rate: float,
+        request_id: str = "",
     ) -> Session:
-        """A new session; ``mode`` and ``strengths`` must already be validated (the manager does)."""
+        """A new session; ``mode`` and ``strengths`` must already be validated (the manager does).
+
+        With ``request_id``, creating again with the same key (for the same tenant and user)
+        returns the session the first call created."""
+        check_request_id(request_id)
         now = datetime.now(UTC)
         session = Session(
             id=uuid.uuid4().hex,
@@ -78,10 +89,20 @@ class SessionStore:
             updated_at=now,
         )
         with self.database.transaction(write=True) as cursor:
+            if request_id:
+                self.database.lock(cursor, f"steerlab:session-request:{session.tenant}:{session.user_id}")
+                cursor.execute(
+                    f"SELECT {_SESSION_COLUMNS} FROM sessions"
+                    " WHERE tenant = %s AND user_id = %s AND request_id = %s",
+                    (session.tenant, session.user_id, request_id),
+                )
+                created = cursor.fetchone()
+                if created is not None:
+                    return self._session(created)
             cursor.execute(
                 "INSERT INTO sessions (id, tenant, user_id, model, mode, strengths, learning_rate,"
-                " calibration, revision, turn_count, created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " calibration, revision, turn_count, created_at, updated_at, request_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     session.id,
                     session.tenant,
@@ -95,6 +116,7 @@ class SessionStore:
                     0,
                     self.database.encode_time(now),
                     self.database.encode_time(now),
+                    request_id or None,
                 ),
             )
         return session
@@ -158,10 +180,15 @@ class SessionStore:
         change: Callable[[Session], tuple[Session, _Result]],
         expected_revision: int = 0,
     ) -> tuple[Session, _Result]:
-        """Apply ``change`` to the current session under its lock and store the result."""
+        """Apply ``change`` to the current session under its lock and store the result.
+
+        A change that returns the session itself (a retried request, see ``last_request_id``)
+        writes nothing."""
         with self.database.transaction(write=True) as cursor:
             session = self._lock(cursor, session_id, expected_revision)
             changed, result = change(session)
+            if changed is session:
+                return session, result
             return self._write(cursor, changed, turn_count=session.turn_count), result
 
     def append_turn(
@@ -171,11 +198,15 @@ class SessionStore:
         text: str,
         steering: Sequence[SteeringUsed] = (),
         change: Callable[[Session], tuple[Session, PreferenceUpdate | None]] | None = None,
+        request_id: str = "",
     ) -> tuple[Turn, Session]:
         """Add a turn (index = previous count + 1), with the session change it caused, atomically.
 
-        ``role`` must already be user or assistant (the manager checks).
+        ``role`` must already be user or assistant (the manager checks). With ``request_id``,
+        appending again with the same key returns the turn the first call added, and the session
+        as it is now, without adding a turn or applying ``change`` again.
         """
+        check_request_id(request_id)
         if not text.strip():
             raise InvalidArgumentError("a turn needs text")
         if len(text) > MAX_TURN_CHARACTERS:
@@ -187,10 +218,19 @@ class SessionStore:
         now = datetime.now(UTC)
         with self.database.transaction(write=True) as cursor:
             session = self._lock(cursor, session_id)
+            if request_id:
+                cursor.execute(
+                    f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = %s AND request_id = %s",
+                    (session_id, request_id),
+                )
+                appended = cursor.fetchone()
+                if appended is not None:
+                    return self._turn(appended), session
             changed, update = change(session) if change else (session, None)
             turn = Turn(session.turn_count + 1, role, text, now, tuple(steering), None, update)
             cursor.execute(
-                f"INSERT INTO turns (session_id, {_TURN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                f"INSERT INTO turns (session_id, {_TURN_COLUMNS}, request_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     session_id,
                     turn.index,
@@ -200,6 +240,7 @@ class SessionStore:
                     None,
                     json.dumps(update.to_dict()) if update else None,
                     self.database.encode_time(now),
+                    request_id or None,
                 ),
             )
             return turn, self._write(cursor, changed, turn_count=turn.index)
@@ -258,7 +299,7 @@ class SessionStore:
         )
         cursor.execute(
             "UPDATE sessions SET mode = %s, strengths = %s, learning_rate = %s, calibration = %s,"
-            " revision = %s, turn_count = %s, updated_at = %s WHERE id = %s",
+            " revision = %s, turn_count = %s, updated_at = %s, last_request_id = %s WHERE id = %s",
             (
                 stored.mode,
                 json.dumps(stored.strengths),
@@ -267,6 +308,7 @@ class SessionStore:
                 stored.revision,
                 stored.turn_count,
                 self.database.encode_time(stored.updated_at),
+                stored.last_request_id or None,
                 stored.id,
             ),
         )
@@ -286,6 +328,7 @@ class SessionStore:
             turn_count=int(row[10]),
             created_at=self.database.decode_time(row[11]),
             updated_at=self.database.decode_time(row[12]),
+            last_request_id=row[13] or "",
         )
 
     def _turn(self, row: Any) -> Turn:

@@ -13,7 +13,6 @@ from .datasets import Example
 from .models import LoadedModel
 from .sites import Transform, hooked
 
-TOKEN_SELECTIONS = ("first", "last", "mean")
 MAX_COMPLETION_TOKENS = 128
 
 

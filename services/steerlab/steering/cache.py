@@ -7,11 +7,14 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from steerlab.settings import steerlab_home
+
 from .. import __version__
+from .config import ExtractionConfig
 from .datasets import ContrastiveDataset
 from .errors import VectorSetError
-from .extraction import ExtractionConfig, ProgressCallback, extract
-from .models import LoadedModel, steerlab_home
+from .extraction import ProgressCallback, extract
+from .models import LoadedModel
 from .vectorset import VectorSet
 
 

@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import DatasetError
+from .errors import DatasetError, InvalidArgumentError
 
 MIN_EXAMPLES_PER_POLE = 10
 MAX_POLE_RATIO = 1.2
@@ -36,6 +36,15 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 BUILTIN_DIMENSIONS = ("cost", "ambiance", "age", "time", "culture")
 
+
+
+def check_name(kind: str, name: str) -> str:
+    """A dimension or alias name as the registry and jobs accept it; a clear error otherwise."""
+    if not NAME_PATTERN.match(name):
+        raise InvalidArgumentError(
+            f"invalid {kind} name {name!r}: use a lower-case letter, then up to 62 of a-z, 0-9, '_' or '-'"
+        )
+    return name
 
 @dataclass(frozen=True)
 class Dimension:

@@ -24,17 +24,16 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .activations import (
     MAX_COMPLETION_TOKENS,
-    TOKEN_SELECTIONS,
     Activations,
     collect_activations,
     encode_examples,
 )
+from .config import ExtractionConfig
 from .datasets import ContrastiveDataset
-from .errors import DatasetError, ExtractionError
+from .errors import DatasetError
 from .functional_range import estimate_alpha_max
 from .models import LoadedModel
-from .probes import METHODS, Direction, accuracy, example_scores, fit_direction, unit_rows
-from .sites import check_site
+from .probes import Direction, accuracy, example_scores, fit_direction, unit_rows
 from .vectorset import LayerScore, VectorSet
 
 # Called with (stage, fraction done in 0..1, message) as extraction proceeds.
@@ -44,39 +43,6 @@ ProgressCallback = Callable[[str, float, str], None]
 def default_top_k(num_layers: int) -> int:
     """Paper: k=16 of 18-24 layers, 24 of 32, 32 of 42; about three quarters of the depth."""
     return max(1, round(0.75 * num_layers))
-
-
-@dataclass(frozen=True)
-class ExtractionConfig:
-    """Every parameter of an extraction; stored in the vector set."""
-
-    method: str = "logistic"
-    site: str = "norm"
-    token_selection: str = "first"
-    num_tokens: int = 32  # the paper used 16; see docs/method-notes.md
-    score_tokens: int = 64
-    top_k: int | None = None
-    folds: int = 4
-    range_fraction: float = 0.125
-    perplexity_bound: float = 1.5
-    seed: int = 0
-    batch_size: int = 16
-
-    def validate(self, num_layers: int) -> None:
-        check_site(self.site)
-        if self.method not in METHODS:
-            raise ExtractionError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.token_selection not in TOKEN_SELECTIONS:
-            raise ExtractionError(
-                f"unknown token selection {self.token_selection!r}; "
-                f"choose one of {', '.join(TOKEN_SELECTIONS)}"
-            )
-        if self.top_k is not None and not 1 <= self.top_k <= num_layers:
-            raise ExtractionError(f"top-k must be between 1 and {num_layers}, got {self.top_k}")
-        if self.folds < 2 or not 0 < self.range_fraction < 0.5:
-            raise ExtractionError("folds must be >= 2 and range_fraction between 0 and 0.5")
-        if self.num_tokens < 1 or self.score_tokens < 1 or self.perplexity_bound <= 1:
-            raise ExtractionError("num_tokens and score_tokens must be >= 1, perplexity_bound > 1")
 
 
 @dataclass(frozen=True)

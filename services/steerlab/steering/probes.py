@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-METHODS = ("logistic", "mean-diff", "pca")
+from .config import METHODS
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,10 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from .adapters import ArchitectureAdapter
-from .errors import SteeringError
-
-SITES = ("norm", "residual")
+from .config import check_site
 
 # Receives a site's activation [batch, seq, hidden]; returns a replacement, or None to keep it.
 Transform = Callable[[torch.Tensor], "torch.Tensor | None"]
-
-
-def check_site(site: str) -> str:
-    if site not in SITES:
-        raise SteeringError(f"unknown activation site {site!r}; choose one of {', '.join(SITES)}")
-    return site
 
 
 def _hook_norm(adapter: ArchitectureAdapter, layer: int, transform: Transform) -> RemovableHandle:

@@ -21,10 +21,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from .config import SITES
 from .datasets import Dimension
 from .errors import VectorSetError, VectorSetMismatchError
 from .models import ModelFingerprint
-from .sites import SITES
 
 FORMAT_VERSION = 1
 _METADATA_KEY = "steerlab"

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import psycopg
 import psycopg_pool
 
-from steerlab.serving.errors import InvalidArgumentError, UnavailableError
-from steerlab.steering.models import steerlab_home
+from steerlab.settings import steerlab_home
+from steerlab.steering.errors import InvalidArgumentError, UnavailableError
 
 
 class Cursor(Protocol):

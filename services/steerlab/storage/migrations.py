@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from steerlab.serving.errors import FailedPreconditionError
+from steerlab.steering.errors import FailedPreconditionError
 
 from .database import Cursor, Database
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from steerlab.serving.errors import InvalidArgumentError
+from steerlab.steering.errors import InvalidArgumentError
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100

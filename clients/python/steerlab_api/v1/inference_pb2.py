@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from steerlab_api.v1 import vectors_pb2 as steerlab_dot_v1_dot_vectors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsteerlab/v1/inference.proto\x12\x0bsteerlab.v1\x1a\x19steerlab/v1/vectors.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"<\n\x0cVectorSetPin\x12\x11\n\x07version\x18\x01 \x01(\x05H\x00\x12\x0f\n\x05\x61lias\x18\x02 \x01(\tH\x00\x42\x08\n\x06target\"\xec\x01\n\x08Steering\x12\x37\n\tstrengths\x18\x01 \x03(\x0b\x32$.steerlab.v1.Steering.StrengthsEntry\x12-\n\x04pins\x18\x02 \x03(\x0b\x32\x1f.steerlab.v1.Steering.PinsEntry\x1a\x30\n\x0eStrengthsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x46\n\tPinsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.steerlab.v1.VectorSetPin:\x02\x38\x01\"\x85\x01\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\r\n\x05top_p\x18\x02 \x01(\x01\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x16\n\x0emax_new_tokens\x18\x04 \x01(\x05\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xa9\x01\n\x0fGenerateRequest\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.steerlab.v1.ChatMessage\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\'\n\x08steering\x18\x03 \x01(\x0b\x32\x15.steerlab.v1.Steering\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.steerlab.v1.SamplingParams\"a\n\x0f\x41ppliedSteering\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x1a\n\x12vector_set_version\x18\x02 \x01(\x05\x12\x10\n\x08strength\x18\x03 \x01(\x01\x12\r\n\x05\x61lpha\x18\x04 \x01(\x01\"\xa0\x02\n\x0eGenerationDone\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.steerlab.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x05\x12\x15\n\rqueue_seconds\x18\x04 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x05 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x06 \x01(\x01\x12-\n\x07\x61pplied\x18\x07 \x03(\x0b\x32\x1c.steerlab.v1.AppliedSteering\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\x1a\n\x12session_turn_index\x18\t \x01(\x05\"^\n\x10GenerateResponse\x12\x14\n\ntext_delta\x18\x01 \x01(\tH\x00\x12+\n\x04\x64one\x18\x02 \x01(\x0b\x32\x1b.steerlab.v1.GenerationDoneH\x00\x42\x07\n\x05\x65vent\"\x11\n\x0fGetModelRequest\"\xcf\x01\n\x10GetModelResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x0b\x66ingerprint\x18\x02 \x01(\x0b\x32\x1d.steerlab.v1.ModelFingerprint\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\x05\x12\x17\n\x0ftensor_parallel\x18\x04 \x01(\x05\x12\x11\n\tmax_batch\x18\x05 \x01(\x05\x12\x16\n\x0emax_new_tokens\x18\x06 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\r\n\x05\x64type\x18\x08 \x01(\t*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\xa6\x01\n\x10InferenceService\x12I\n\x08Generate\x12\x1c.steerlab.v1.GenerateRequest\x1a\x1d.steerlab.v1.GenerateResponse0\x01\x12G\n\x08GetModel\x12\x1c.steerlab.v1.GetModelRequest\x1a\x1d.steerlab.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsteerlab/v1/inference.proto\x12\x0bsteerlab.v1\x1a\x19steerlab/v1/vectors.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"<\n\x0cVectorSetPin\x12\x11\n\x07version\x18\x01 \x01(\x05H\x00\x12\x0f\n\x05\x61lias\x18\x02 \x01(\tH\x00\x42\x08\n\x06target\"\xec\x01\n\x08Steering\x12\x37\n\tstrengths\x18\x01 \x03(\x0b\x32$.steerlab.v1.Steering.StrengthsEntry\x12-\n\x04pins\x18\x02 \x03(\x0b\x32\x1f.steerlab.v1.Steering.PinsEntry\x1a\x30\n\x0eStrengthsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x46\n\tPinsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.steerlab.v1.VectorSetPin:\x02\x38\x01\"\x85\x01\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\r\n\x05top_p\x18\x02 \x01(\x01\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x16\n\x0emax_new_tokens\x18\x04 \x01(\x05\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xbd\x01\n\x0fGenerateRequest\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.steerlab.v1.ChatMessage\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\'\n\x08steering\x18\x03 \x01(\x0b\x32\x15.steerlab.v1.Steering\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.steerlab.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"a\n\x0f\x41ppliedSteering\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x1a\n\x12vector_set_version\x18\x02 \x01(\x05\x12\x10\n\x08strength\x18\x03 \x01(\x01\x12\r\n\x05\x61lpha\x18\x04 \x01(\x01\"\xa0\x02\n\x0eGenerationDone\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.steerlab.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x05\x12\x15\n\rqueue_seconds\x18\x04 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x05 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x06 \x01(\x01\x12-\n\x07\x61pplied\x18\x07 \x03(\x0b\x32\x1c.steerlab.v1.AppliedSteering\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\x1a\n\x12session_turn_index\x18\t \x01(\x05\"^\n\x10GenerateResponse\x12\x14\n\ntext_delta\x18\x01 \x01(\tH\x00\x12+\n\x04\x64one\x18\x02 \x01(\x0b\x32\x1b.steerlab.v1.GenerationDoneH\x00\x42\x07\n\x05\x65vent\"\x11\n\x0fGetModelRequest\"\xcf\x01\n\x10GetModelResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x0b\x66ingerprint\x18\x02 \x01(\x0b\x32\x1d.steerlab.v1.ModelFingerprint\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\x05\x12\x17\n\x0ftensor_parallel\x18\x04 \x01(\x05\x12\x11\n\tmax_batch\x18\x05 \x01(\x05\x12\x16\n\x0emax_new_tokens\x18\x06 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\r\n\x05\x64type\x18\x08 \x01(\t*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\xa6\x01\n\x10InferenceService\x12I\n\x08Generate\x12\x1c.steerlab.v1.GenerateRequest\x1a\x1d.steerlab.v1.GenerateResponse0\x01\x12G\n\x08GetModel\x12\x1c.steerlab.v1.GetModelRequest\x1a\x1d.steerlab.v1.GetModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEERING_STRENGTHSENTRY']._serialized_options = b'8\001'
   _globals['_STEERING_PINSENTRY']._loaded_options = None
   _globals['_STEERING_PINSENTRY']._serialized_options = b'8\001'
-  _globals['_FINISHREASON']._serialized_start=1441
-  _globals['_FINISHREASON']._serialized_end=1536
+  _globals['_FINISHREASON']._serialized_start=1461
+  _globals['_FINISHREASON']._serialized_end=1556
   _globals['_CHATMESSAGE']._serialized_start=71
   _globals['_CHATMESSAGE']._serialized_end=115
   _globals['_VECTORSETPIN']._serialized_start=117
@@ -51,17 +51,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAMPLINGPARAMS']._serialized_start=419
   _globals['_SAMPLINGPARAMS']._serialized_end=552
   _globals['_GENERATEREQUEST']._serialized_start=555
-  _globals['_GENERATEREQUEST']._serialized_end=724
-  _globals['_APPLIEDSTEERING']._serialized_start=726
-  _globals['_APPLIEDSTEERING']._serialized_end=823
-  _globals['_GENERATIONDONE']._serialized_start=826
-  _globals['_GENERATIONDONE']._serialized_end=1114
-  _globals['_GENERATERESPONSE']._serialized_start=1116
-  _globals['_GENERATERESPONSE']._serialized_end=1210
-  _globals['_GETMODELREQUEST']._serialized_start=1212
-  _globals['_GETMODELREQUEST']._serialized_end=1229
-  _globals['_GETMODELRESPONSE']._serialized_start=1232
-  _globals['_GETMODELRESPONSE']._serialized_end=1439
-  _globals['_INFERENCESERVICE']._serialized_start=1539
-  _globals['_INFERENCESERVICE']._serialized_end=1705
+  _globals['_GENERATEREQUEST']._serialized_end=744
+  _globals['_APPLIEDSTEERING']._serialized_start=746
+  _globals['_APPLIEDSTEERING']._serialized_end=843
+  _globals['_GENERATIONDONE']._serialized_start=846
+  _globals['_GENERATIONDONE']._serialized_end=1134
+  _globals['_GENERATERESPONSE']._serialized_start=1136
+  _globals['_GENERATERESPONSE']._serialized_end=1230
+  _globals['_GETMODELREQUEST']._serialized_start=1232
+  _globals['_GETMODELREQUEST']._serialized_end=1249
+  _globals['_GETMODELRESPONSE']._serialized_start=1252
+  _globals['_GETMODELRESPONSE']._serialized_end=1459
+  _globals['_INFERENCESERVICE']._serialized_start=1559
+  _globals['_INFERENCESERVICE']._serialized_end=1725
 # @@protoc_insertion_point(module_scope)

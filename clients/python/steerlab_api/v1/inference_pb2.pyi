@@ -211,9 +211,14 @@ class GenerateRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     STEERING_FIELD_NUMBER: _builtins.int
     SAMPLING_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """When set, history and strengths come from the session (steering.strengths must be empty)
     and the finished turn is appended to it.
+    """
+    request_id: _builtins.str
+    """With a session: an idempotency key for the turns this request appends (at most 112
+    printable characters), so that a retried request does not record the user's message twice.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
@@ -230,10 +235,11 @@ class GenerateRequest(_message.Message):
         session_id: _builtins.str = ...,
         steering: Global___Steering | None = ...,
         sampling: Global___SamplingParams | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling", "steering", b"steering"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "sampling", b"sampling", "session_id", b"session_id", "steering", b"steering"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "request_id", b"request_id", "sampling", b"sampling", "session_id", b"session_id", "steering", b"steering"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

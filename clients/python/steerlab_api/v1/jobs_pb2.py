@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16steerlab/v1/jobs.proto\x12\x0bsteerlab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x02\n\x0e\x45xtractionSpec\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\tdimension\x18\x02 \x01(\tH\x00\x12\x11\n\x07\x64\x61taset\x18\x03 \x01(\x0cH\x00\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x0c\n\x04site\x18\x06 \x01(\t\x12\x17\n\x0ftoken_selection\x18\x07 \x01(\t\x12\x12\n\nnum_tokens\x18\x08 \x01(\x05\x12\x18\n\x10perplexity_bound\x18\t \x01(\x01\x12\x11\n\x04seed\x18\n \x01(\x05H\x01\x88\x01\x01\x12\r\n\x05\x61lias\x18\x0b \x01(\t\x12\x37\n\x06labels\x18\x0c \x03(\x0b\x32\'.steerlab.v1.ExtractionSpec.LabelsEntry\x12\x0e\n\x06\x61uthor\x18\r \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06sourceB\x07\n\x05_seed\">\n\x0bJobProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"T\n\tJobResult\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\r\n\x05\x61lias\x18\x04 \x01(\t\"\xf9\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.steerlab.v1.JobState\x12)\n\x04spec\x18\x03 \x01(\x0b\x32\x1b.steerlab.v1.ExtractionSpec\x12\x11\n\tdimension\x18\x04 \x01(\t\x12*\n\x08progress\x18\x05 \x01(\x0b\x32\x18.steerlab.v1.JobProgress\x12&\n\x06result\x18\x06 \x01(\x0b\x32\x16.steerlab.v1.JobResult\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x17SubmitExtractionRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x1b.steerlab.v1.ExtractionSpec\"9\n\x18SubmitExtractionResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.steerlab.v1.Job\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.steerlab.v1.Job\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"1\n\x10WatchJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.steerlab.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.steerlab.v1.Job\"^\n\x0fListJobsRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.steerlab.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.steerlab.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x90\x03\n\nJobService\x12_\n\x10SubmitExtraction\x12$.steerlab.v1.SubmitExtractionRequest\x1a%.steerlab.v1.SubmitExtractionResponse\x12\x41\n\x06GetJob\x12\x1a.steerlab.v1.GetJobRequest\x1a\x1b.steerlab.v1.GetJobResponse\x12I\n\x08WatchJob\x12\x1c.steerlab.v1.WatchJobRequest\x1a\x1d.steerlab.v1.WatchJobResponse0\x01\x12J\n\tCancelJob\x12\x1d.steerlab.v1.CancelJobRequest\x1a\x1e.steerlab.v1.CancelJobResponse\x12G\n\x08ListJobs\x12\x1c.steerlab.v1.ListJobsRequest\x1a\x1d.steerlab.v1.ListJobsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16steerlab/v1/jobs.proto\x12\x0bsteerlab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x02\n\x0e\x45xtractionSpec\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\tdimension\x18\x02 \x01(\tH\x00\x12\x11\n\x07\x64\x61taset\x18\x03 \x01(\x0cH\x00\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x0c\n\x04site\x18\x06 \x01(\t\x12\x17\n\x0ftoken_selection\x18\x07 \x01(\t\x12\x12\n\nnum_tokens\x18\x08 \x01(\x05\x12\x18\n\x10perplexity_bound\x18\t \x01(\x01\x12\x11\n\x04seed\x18\n \x01(\x05H\x01\x88\x01\x01\x12\r\n\x05\x61lias\x18\x0b \x01(\t\x12\x37\n\x06labels\x18\x0c \x03(\x0b\x32\'.steerlab.v1.ExtractionSpec.LabelsEntry\x12\x0e\n\x06\x61uthor\x18\r \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06sourceB\x07\n\x05_seed\">\n\x0bJobProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"T\n\tJobResult\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\r\n\x05\x61lias\x18\x04 \x01(\t\"\xf9\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.steerlab.v1.JobState\x12)\n\x04spec\x18\x03 \x01(\x0b\x32\x1b.steerlab.v1.ExtractionSpec\x12\x11\n\tdimension\x18\x04 \x01(\t\x12*\n\x08progress\x18\x05 \x01(\x0b\x32\x18.steerlab.v1.JobProgress\x12&\n\x06result\x18\x06 \x01(\x0b\x32\x16.steerlab.v1.JobResult\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x17SubmitExtractionRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x1b.steerlab.v1.ExtractionSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"9\n\x18SubmitExtractionResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.steerlab.v1.Job\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.steerlab.v1.Job\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"1\n\x10WatchJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.steerlab.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.steerlab.v1.Job\"^\n\x0fListJobsRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.steerlab.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.steerlab.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x90\x03\n\nJobService\x12_\n\x10SubmitExtraction\x12$.steerlab.v1.SubmitExtractionRequest\x1a%.steerlab.v1.SubmitExtractionResponse\x12\x41\n\x06GetJob\x12\x1a.steerlab.v1.GetJobRequest\x1a\x1b.steerlab.v1.GetJobResponse\x12I\n\x08WatchJob\x12\x1c.steerlab.v1.WatchJobRequest\x1a\x1d.steerlab.v1.WatchJobResponse0\x01\x12J\n\tCancelJob\x12\x1d.steerlab.v1.CancelJobRequest\x1a\x1e.steerlab.v1.CancelJobResponse\x12G\n\x08ListJobs\x12\x1c.steerlab.v1.ListJobsRequest\x1a\x1d.steerlab.v1.ListJobsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXTRACTIONSPEC_LABELSENTRY']._loaded_options = None
   _globals['_EXTRACTIONSPEC_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1512
-  _globals['_JOBSTATE']._serialized_end=1666
+  _globals['_JOBSTATE']._serialized_start=1532
+  _globals['_JOBSTATE']._serialized_end=1686
   _globals['_EXTRACTIONSPEC']._serialized_start=73
   _globals['_EXTRACTIONSPEC']._serialized_end=433
   _globals['_EXTRACTIONSPEC_LABELSENTRY']._serialized_start=369
@@ -47,25 +47,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB']._serialized_start=586
   _globals['_JOB']._serialized_end=963
   _globals['_SUBMITEXTRACTIONREQUEST']._serialized_start=965
-  _globals['_SUBMITEXTRACTIONREQUEST']._serialized_end=1033
-  _globals['_SUBMITEXTRACTIONRESPONSE']._serialized_start=1035
-  _globals['_SUBMITEXTRACTIONRESPONSE']._serialized_end=1092
-  _globals['_GETJOBREQUEST']._serialized_start=1094
-  _globals['_GETJOBREQUEST']._serialized_end=1121
-  _globals['_GETJOBRESPONSE']._serialized_start=1123
-  _globals['_GETJOBRESPONSE']._serialized_end=1170
-  _globals['_WATCHJOBREQUEST']._serialized_start=1172
-  _globals['_WATCHJOBREQUEST']._serialized_end=1201
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1203
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1252
-  _globals['_CANCELJOBREQUEST']._serialized_start=1254
-  _globals['_CANCELJOBREQUEST']._serialized_end=1284
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1286
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1336
-  _globals['_LISTJOBSREQUEST']._serialized_start=1338
-  _globals['_LISTJOBSREQUEST']._serialized_end=1432
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1434
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1509
-  _globals['_JOBSERVICE']._serialized_start=1669
-  _globals['_JOBSERVICE']._serialized_end=2069
+  _globals['_SUBMITEXTRACTIONREQUEST']._serialized_end=1053
+  _globals['_SUBMITEXTRACTIONRESPONSE']._serialized_start=1055
+  _globals['_SUBMITEXTRACTIONRESPONSE']._serialized_end=1112
+  _globals['_GETJOBREQUEST']._serialized_start=1114
+  _globals['_GETJOBREQUEST']._serialized_end=1141
+  _globals['_GETJOBRESPONSE']._serialized_start=1143
+  _globals['_GETJOBRESPONSE']._serialized_end=1190
+  _globals['_WATCHJOBREQUEST']._serialized_start=1192
+  _globals['_WATCHJOBREQUEST']._serialized_end=1221
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1223
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1272
+  _globals['_CANCELJOBREQUEST']._serialized_start=1274
+  _globals['_CANCELJOBREQUEST']._serialized_end=1304
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1306
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1356
+  _globals['_LISTJOBSREQUEST']._serialized_start=1358
+  _globals['_LISTJOBSREQUEST']._serialized_end=1452
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1454
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1529
+  _globals['_JOBSERVICE']._serialized_start=1689
+  _globals['_JOBSERVICE']._serialized_end=2089
 # @@protoc_insertion_point(module_scope)

@@ -413,6 +413,7 @@ class CreateSessionRequest(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     STRENGTHS_FIELD_NUMBER: _builtins.int
     LEARNING_RATE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Empty means "default"."""
     user_id: _builtins.str
@@ -421,6 +422,10 @@ class CreateSessionRequest(_message.Message):
     """Unspecified means SELECT."""
     learning_rate: _builtins.float
     """0 means the service default."""
+    request_id: _builtins.str
+    """An idempotency key (at most 128 printable characters): a repeated request with the same
+    key returns the session the first one created for this tenant and user. The SDK sets one on every call and reuses it when it retries.
+    """
     @_builtins.property
     def strengths(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
@@ -432,10 +437,11 @@ class CreateSessionRequest(_message.Message):
         mode: Global___InterfaceMode.ValueType = ...,
         strengths: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         learning_rate: _builtins.float = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["learning_rate", b"learning_rate", "mode", b"mode", "model", b"model", "strengths", b"strengths", "tenant", b"tenant", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["learning_rate", b"learning_rate", "mode", b"mode", "model", b"model", "request_id", b"request_id", "strengths", b"strengths", "tenant", b"tenant", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -672,9 +678,14 @@ class AppendTurnRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     STEERING_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     role: Global___Role.ValueType
     text: _builtins.str
+    request_id: _builtins.str
+    """An idempotency key (at most 128 printable characters): a repeated request with the same
+    key returns the turn the first one appended (LEARN does not step twice). The SDK sets one on every call and reuses it when it retries.
+    """
     @_builtins.property
     def steering(self) -> _containers.RepeatedCompositeFieldContainer[Global___SteeringUsed]:
         """Assistant turns: what produced them."""
@@ -686,10 +697,11 @@ class AppendTurnRequest(_message.Message):
         role: Global___Role.ValueType = ...,
         text: _builtins.str = ...,
         steering: _abc.Iterable[Global___SteeringUsed] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role", "session_id", b"session_id", "steering", b"steering", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "role", b"role", "session_id", b"session_id", "steering", b"steering", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -831,11 +843,16 @@ class ChooseComparisonRequest(_message.Message):
     DIMENSION_FIELD_NUMBER: _builtins.int
     ROUND_FIELD_NUMBER: _builtins.int
     CHOICE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     dimension: _builtins.str
     """Must name the pending comparison, so a repeated or stale answer is refused."""
     round: _builtins.int
     choice: Global___Side.ValueType
+    request_id: _builtins.str
+    """An idempotency key (at most 128 printable characters): a repeated request with the same
+    key as the session's last change returns the session unchanged. The SDK sets one on every call and reuses it when it retries.
+    """
     def __init__(
         self,
         *,
@@ -843,10 +860,11 @@ class ChooseComparisonRequest(_message.Message):
         dimension: _builtins.str = ...,
         round: _builtins.int = ...,
         choice: Global___Side.ValueType = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "dimension", b"dimension", "round", b"round", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "dimension", b"dimension", "request_id", b"request_id", "round", b"round", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from steerlab.errors import SteerLabError
 from steerlab.evaluation.embedding import Embedder
+from steerlab.steering.errors import SteerLabError
 
 from .banks import pole_requests
 from .intent import IntentReader

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from steerlab.errors import SteerLabError
+from steerlab.settings import steerlab_home
 from steerlab.steering.datasets import builtin_dimensions
-from steerlab.steering.models import steerlab_home
+from steerlab.steering.errors import SteerLabError
 
 from .banks import neutral_replies, pole_requests
 

@@ -2,17 +2,19 @@
 
 Each service also migrates its own tables when it starts (under a lock, so replicas take
 turns); running this once before a rollout (the Helm chart's hook Job does) means the new
-replicas find nothing left to do.
+replicas find nothing left to do. The list of components lives here, with whoever composes the
+platform, so that storage knows no service.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .database import Database
-from .migrations import Migration, migrate
+if TYPE_CHECKING:
+    from steerlab.storage.database import Database
+    from steerlab.storage.migrations import Migration
 
 
 def add_commands(commands: Any) -> None:
@@ -28,7 +30,6 @@ def add_commands(commands: Any) -> None:
 
 def components() -> list[tuple[str, Sequence[Migration]]]:
     """Every component that owns tables, with its migrations."""
-    # Imported here: the schemas belong to the services, which build on this package.
     from steerlab.jobs import schema as jobs
     from steerlab.registry import schema as registry
     from steerlab.sessions import schema as sessions
@@ -38,11 +39,13 @@ def components() -> list[tuple[str, Sequence[Migration]]]:
 
 def migrate_all(database: Database) -> dict[str, list[int]]:
     """Apply the missing migrations of every component; return the versions applied now, by component."""
+    from steerlab.storage.migrations import migrate
+
     return {component: migrate(database, component, steps) for component, steps in components()}
 
 
 def _migrate(args: argparse.Namespace) -> None:
-    from . import open_database, resolve_database_url
+    from steerlab.storage import open_database, resolve_database_url
 
     database = open_database(resolve_database_url(args.database_url))
     try:

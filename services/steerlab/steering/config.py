@@ -1,0 +1,53 @@
+"""The parameters of the steering method, and their allowed values.
+
+Kept free of torch so that the command line can offer the choices without loading a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ExtractionError, SteeringError
+
+METHODS = ("logistic", "mean-diff", "pca")  # how a layer's direction is fitted (see probes)
+SITES = ("norm", "residual")  # where a direction is read and added (see sites)
+TOKEN_SELECTIONS = ("first", "last", "mean")  # which completion tokens an example contributes
+
+
+def check_site(site: str) -> str:
+    if site not in SITES:
+        raise SteeringError(f"unknown activation site {site!r}; choose one of {', '.join(SITES)}")
+    return site
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Every parameter of an extraction; stored in the vector set."""
+
+    method: str = "logistic"
+    site: str = "norm"
+    token_selection: str = "first"
+    num_tokens: int = 32  # the paper used 16; see docs/method-notes.md
+    score_tokens: int = 64
+    top_k: int | None = None
+    folds: int = 4
+    range_fraction: float = 0.125
+    perplexity_bound: float = 1.5
+    seed: int = 0
+    batch_size: int = 16
+
+    def validate(self, num_layers: int) -> None:
+        check_site(self.site)
+        if self.method not in METHODS:
+            raise ExtractionError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.token_selection not in TOKEN_SELECTIONS:
+            raise ExtractionError(
+                f"unknown token selection {self.token_selection!r}; "
+                f"choose one of {', '.join(TOKEN_SELECTIONS)}"
+            )
+        if self.top_k is not None and not 1 <= self.top_k <= num_layers:
+            raise ExtractionError(f"top-k must be between 1 and {num_layers}, got {self.top_k}")
+        if self.folds < 2 or not 0 < self.range_fraction < 0.5:
+            raise ExtractionError("folds must be >= 2 and range_fraction between 0 and 0.5")
+        if self.num_tokens < 1 or self.score_tokens < 1 or self.perplexity_bound <= 1:
+            raise ExtractionError("num_tokens and score_tokens must be >= 1, perplexity_bound > 1")
