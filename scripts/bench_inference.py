@@ -37,9 +37,6 @@ from dataclasses import dataclass
 import torch
 
 from steerlab.inference.cpu import pack_linear_weights
-from steerlab.inference.engine import EngineSettings, Event, Finished, GenerationRequest, InferenceEngine
-from steerlab.inference.runner import ModelRunner
-from steerlab.inference.steering import PreparedVectorSet, RowSteering, fold_mix
 from steerlab.steering import (
     BUILTIN_DIMENSIONS,
     LayerScore,
@@ -51,8 +48,17 @@ from steerlab.steering import (
     steer,
     wrap_model,
 )
+from steerlab.steering.batching import PreparedVectorSet, RowSteering, fold_mix
 from steerlab.steering.cache import extract_cached
 from steerlab.steering.chat import encode_prompt, pad_token_ids
+from steerlab.steering.engine import ModelRunner
+from steerlab.steering.engine.scheduler import (
+    EngineSettings,
+    Event,
+    Finished,
+    GenerationRequest,
+    InferenceEngine,
+)
 from steerlab.steering.models import resolve_model_dir
 
 PROMPTS = [

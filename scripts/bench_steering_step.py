@@ -20,11 +20,11 @@ import torch
 from bench_inference import PROMPTS
 
 from steerlab.inference.cpu import pack_linear_weights
-from steerlab.inference.runner import ModelRunner
-from steerlab.inference.steering import BatchSteering, PreparedVectorSet, RowSteering, fold_mix
 from steerlab.steering import BUILTIN_DIMENSIONS, builtin_dataset, load_model
+from steerlab.steering.batching import BatchSteering, PreparedVectorSet, RowSteering, fold_mix
 from steerlab.steering.cache import extract_cached
 from steerlab.steering.chat import encode_prompt
+from steerlab.steering.engine import ModelRunner
 
 
 def main() -> None:

@@ -122,18 +122,23 @@ def test_rows_with_different_prompt_lengths_match_their_solo_runs(
     assert batched == alone
 
 
-def test_hooks_are_removed_even_when_the_forward_raises(
+def test_steering_ends_even_when_the_forward_raises(
     tiny_models: dict[str, LoadedModel], vector_sets: dict[str, VectorSet]
 ) -> None:
+    """The hooks stay installed (once per model, never per forward) but steer nothing after."""
     lm = tiny_models["llama"]
     batch = _batch(lm, 1)
     with torch.no_grad():
         plain = lm.model(**batch).logits
         with pytest.raises(IndexError), steer(lm, [vector_sets["llama"]], [{"cost": 100}]):
             lm.model(input_ids=torch.tensor([[10**9]]))  # index out of range inside the model
+        hooks = [len(norm._forward_hooks) for norm in lm.adapter.norms]
         after = lm.model(**batch).logits
-    assert torch.equal(plain, after)
-    assert all(not norm._forward_hooks for norm in lm.adapter.norms)
+        with steer(lm, [vector_sets["llama"]], [{"cost": 100}]):
+            steered = lm.model(**batch).logits
+    assert torch.equal(plain, after) and not torch.equal(plain, steered)
+    assert lm.steering_hooks.plan == {}
+    assert [len(norm._forward_hooks) for norm in lm.adapter.norms] == hooks  # none added per use
 
 
 def test_residual_site_extracts_and_steers(
@@ -147,9 +152,10 @@ def test_residual_site_extracts_and_steers(
         plain = lm.model(**batch).logits
         with steer(lm, [vector_set], [None, {"cost": 100}]):
             steered = lm.model(**batch).logits
+        after = lm.model(**batch).logits
     assert torch.equal(plain[0], steered[0])
     assert not torch.allclose(plain[1], steered[1])
-    assert all(not layer._forward_pre_hooks for layer in lm.adapter.layers)
+    assert torch.equal(plain, after)  # the residual hooks stay installed but steer nothing now
 
 
 def test_unsupported_architecture_names_what_is_missing(tokenizer: Any) -> None:

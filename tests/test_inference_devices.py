@@ -16,11 +16,17 @@ from conftest import make_tiny_model
 from service_support import make_vector_set
 
 from steerlab.inference.cpu import pack_linear_weights
-from steerlab.inference.engine import EngineSettings, Finished, GenerationRequest, InferenceEngine, TextDelta
-from steerlab.inference.runner import ModelRunner
-from steerlab.inference.steering import PreparedVectorSet, RowSteering, fold_mix
 from steerlab.steering import LoadedModel
-from steerlab.steering.generation import Sampling
+from steerlab.steering.batching import PreparedVectorSet, RowSteering, fold_mix
+from steerlab.steering.config import Sampling
+from steerlab.steering.engine import ModelRunner
+from steerlab.steering.engine.scheduler import (
+    EngineSettings,
+    Finished,
+    GenerationRequest,
+    InferenceEngine,
+    TextDelta,
+)
 
 DEVICES = [("cpu", torch.float32)] + ([("cuda", torch.bfloat16)] if torch.cuda.is_available() else [])
 # Largest logit difference allowed between a row alone and the same row in a mixed batch.

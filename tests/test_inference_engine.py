@@ -13,7 +13,12 @@ import torch
 from service_support import make_vector_set
 
 from steerlab.inference.cpu import pack_linear_weights
-from steerlab.inference.engine import (
+from steerlab.steering import LoadedModel, load_model
+from steerlab.steering.batching import PreparedVectorSet, RowSteering, fold_mix
+from steerlab.steering.chat import encode_prompt
+from steerlab.steering.config import Sampling
+from steerlab.steering.engine import ModelRunner
+from steerlab.steering.engine.scheduler import (
     EngineSettings,
     Event,
     Failed,
@@ -22,12 +27,7 @@ from steerlab.inference.engine import (
     InferenceEngine,
     TextDelta,
 )
-from steerlab.inference.runner import ModelRunner
-from steerlab.inference.steering import PreparedVectorSet, RowSteering, fold_mix
-from steerlab.steering import LoadedModel, load_model
-from steerlab.steering.chat import encode_prompt
-from steerlab.steering.errors import InvalidArgumentError, ResourceExhaustedError
-from steerlab.steering.generation import Sampling
+from steerlab.steering.errors import InvalidArgumentError, ResourceExhaustedError, UnavailableError
 
 PROMPTS = [
     "Plan a dinner in Rome for two.",
@@ -258,7 +258,7 @@ def test_a_failed_step_fails_its_requests_and_the_engine_carries_on(served: Load
     try:
         events = list(engine.generate(request(served, PROMPTS[0], max_new_tokens=10)))
         assert isinstance(events[-1], Failed)
-        assert events[-1].error.status == "UNAVAILABLE" and "device lost" in str(events[-1].error)
+        assert isinstance(events[-1].error, UnavailableError) and "device lost" in str(events[-1].error)
         assert collect(engine.generate(request(served, PROMPTS[1], max_new_tokens=4))).reason == "length"
     finally:
         engine.stop()

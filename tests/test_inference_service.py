@@ -6,22 +6,28 @@ Vector sets come from a registry service on PostgreSQL; the model is the real Sm
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+import torch
 from service_support import ServerThread, fresh_postgres_database, make_vector_set
 from test_sessions_service import start_sessions
 
-from steerlab.inference.engine import EngineSettings
-from steerlab.inference.runner import ModelRunner
 from steerlab.inference.server import InferenceSettings, build_inference_server
 from steerlab.serving import ServerSettings
 from steerlab.sessions.learn import make_interpreter
-from steerlab.steering import LoadedModel
+from steerlab.steering import LoadedModel, VectorSet, generate, steer
+from steerlab.steering.apply import prepare_vector_sets
+from steerlab.steering.batching import fold_strengths
+from steerlab.steering.chat import encode_prompt, pad_token_ids
+from steerlab.steering.engine import Event, Finished, GenerationRequest, InferenceEngine, ModelRunner
+from steerlab.steering.engine.scheduler import EngineSettings
 from steerlab.steering.models import ModelFingerprint
 from steerlab_client import ClientError, InferenceClient, RegistryClient, SessionClient
 
@@ -201,6 +207,66 @@ def test_a_retried_session_request_records_its_turns_once(
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [t.text for t in turns] == ["Where should we eat?", first.text]
     assert again.done.session_turn_index == first.done.session_turn_index == 2
+
+
+def test_one_decoder_the_core_the_engine_and_the_service_agree(
+    client: InferenceClient, smollm2: LoadedModel
+) -> None:
+    """A batch of steered and unsteered prompts gives the same greedy text through the core's
+    ``generate``, the engine in-process, and the gRPC service; and the tokens match Hugging
+    Face ``generate`` under the core's ``steer`` hooks, a decoder written by someone else."""
+    cost = VectorSet.from_bytes(steering_set(smollm2, "cost", 1))  # what "production" names
+    age = VectorSet.from_bytes(steering_set(smollm2, "age", 3))  # the latest age version
+    prompts = [PROMPT, "Where should we go on Saturday?", PROMPT, "Suggest a present for my aunt."]
+    rows: list[dict[str, float] | None] = [None, {"cost": 80}, {"cost": -60, "age": 40}, None]
+    new_tokens = 12
+
+    core = generate(smollm2, prompts, vector_sets=[cost, age], strengths=rows, max_new_tokens=new_tokens)
+
+    prepared = prepare_vector_sets(smollm2, [cost, age])
+    ends: queue.SimpleQueue[tuple[int, Event]] = queue.SimpleQueue()
+    engine = InferenceEngine(ModelRunner(smollm2), EngineSettings(max_batch=4)).start()
+    try:
+        for index, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
+            request = GenerationRequest(
+                encode_prompt(smollm2.tokenizer, prompt),
+                steering=fold_strengths(prepared, row),
+                max_new_tokens=new_tokens,
+            )
+            engine.submit(request, lambda event, index=index: ends.put((index, event)))
+        finished: dict[int, str] = {}
+        while len(finished) < len(prompts):
+            index, event = ends.get(timeout=120)
+            if isinstance(event, Finished):
+                finished[index] = event.text.strip()
+    finally:
+        engine.stop()
+    in_process = [finished[index] for index in range(len(prompts))]
+
+    with ThreadPoolExecutor(len(prompts)) as pool:  # concurrent, so that they share batches
+        answers = pool.map(
+            lambda pair: client.generate(pair[0], strengths=pair[1] or {}, max_new_tokens=new_tokens),
+            zip(prompts, rows, strict=True),
+        )
+        served = [answer.text.strip() for answer in answers]
+
+    encoded = [encode_prompt(smollm2.tokenizer, prompt) for prompt in prompts]
+    input_ids, attention_mask = pad_token_ids(encoded, smollm2.tokenizer.pad_token_id, "left")
+    with torch.no_grad(), steer(smollm2, [cost, age], rows):
+        output = smollm2.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=smollm2.tokenizer.pad_token_id,
+        )
+    reference = [
+        smollm2.tokenizer.decode(row, skip_special_tokens=True).strip()
+        for row in output[:, input_ids.shape[1] :]
+    ]
+    assert core == in_process == served
+    assert core == reference
+    assert core[0] != core[2]  # the same prompt, unsteered and steered: the steering took effect
 
 
 def test_engine_metrics_are_exported(client: InferenceClient, inference: ServerThread) -> None:

@@ -8,9 +8,9 @@ import torch
 from conftest import make_tiny_model
 
 from steerlab.inference.cpu import PackedLinear, can_pack, pack_linear_weights
-from steerlab.inference.sampler import SamplerRows, sample, uniform_noise
-from steerlab.inference.text import IncrementalDecoder, RowText
-from steerlab.steering.generation import Sampling
+from steerlab.steering.config import Sampling
+from steerlab.steering.engine.sampler import SamplerRows, sample, uniform_noise
+from steerlab.steering.engine.text import IncrementalDecoder, RowText
 
 
 def rows(*params: tuple[Sampling, int]) -> SamplerRows:

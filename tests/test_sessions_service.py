@@ -171,7 +171,8 @@ def test_a_retried_request_is_applied_once(client: SessionClient) -> None:
     assert first.turn.index == retried.turn.index == 1
     assert retried.session.strengths["cost"] == first.session.strengths["cost"] < 60.0  # LEARN stepped once
     answer = client.add_assistant_turn(created.id, "A food truck.", request_id="a-1")
-    assert client.add_assistant_turn(created.id, "A food truck.", request_id="a-1").turn.index == answer.turn.index
+    repeated = client.add_assistant_turn(created.id, "A food truck.", request_id="a-1")
+    assert repeated.turn.index == answer.turn.index
     assert [t.text for t in client.get(created.id, include_turns=True).turns] == [complaint, "A food truck."]
 
     with _raises(grpc.StatusCode.INVALID_ARGUMENT, "request_id must be at most 128"):

@@ -25,8 +25,8 @@ from ..steering import (
     builtin_evaluation_set,
     generate,
 )
-from ..steering.apply import MAX_PERCENT
 from ..steering.cache import extract_cached
+from ..steering.config import MAX_PERCENT
 from ..steering.datasets import EvaluationSet
 
 if TYPE_CHECKING:

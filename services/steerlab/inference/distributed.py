@@ -27,11 +27,11 @@ import torch
 import torch.distributed as dist
 
 from steerlab.steering.adapters import adapt
+from steerlab.steering.batching import RowSteering
+from steerlab.steering.engine import ModelRunner
 from steerlab.steering.models import LoadedModel, load_model
 
 from .placement import Placement
-from .runner import ModelRunner
-from .steering import RowSteering
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess

@@ -9,15 +9,14 @@ from prometheus_client import CollectorRegistry
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
 from steerlab.settings import DEFAULT_PORTS, int_env
+from steerlab.steering.engine import EngineSettings, InferenceEngine, ModelRunner
 from steerlab.steering.models import load_model
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import inference_pb2_grpc
 
 from .cpu import pack_linear_weights
-from .engine import EngineSettings, InferenceEngine
 from .metrics import InferenceMetrics
 from .placement import Placement
-from .runner import ModelRunner
 from .service import SERVICE_NAME, InferenceServicer, SessionLink
 from .vectors import RegistrySource, StoreSource, VectorSetCache, VectorSource
 

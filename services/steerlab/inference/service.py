@@ -12,18 +12,17 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from steerlab.serving.relay import relayed
-from steerlab.steering.apply import check_strength
+from steerlab.steering.batching import AppliedStrength, fold_mix
 from steerlab.steering.chat import Message, encode_prompt
+from steerlab.steering.config import Sampling, check_strength
+from steerlab.steering.engine import Failed, Finished, GenerationRequest, InferenceEngine, TextDelta
 from steerlab.steering.errors import DeadlineExceededError, FailedPreconditionError, InvalidArgumentError
-from steerlab.steering.generation import Sampling
 from steerlab.storage.requests import MAX_REQUEST_ID_LENGTH
 from steerlab_api.v1 import inference_pb2 as pb
 from steerlab_api.v1 import inference_pb2_grpc
 from steerlab_api.v1 import sessions_pb2 as spb
 from steerlab_api.v1 import vectors_pb2 as vpb
 
-from .engine import Failed, Finished, GenerationRequest, InferenceEngine, TextDelta
-from .steering import AppliedStrength, fold_mix
 from .vectors import Pin, VectorSetCache
 
 if TYPE_CHECKING:

@@ -20,12 +20,11 @@ import torch
 
 from steerlab.serving.relay import relayed
 from steerlab.settings import PRODUCTION_ALIAS
+from steerlab.steering.batching import PreparedVectorSet
 from steerlab.steering.catalog import describe_model
 from steerlab.steering.errors import FailedPreconditionError, NotFoundError
 from steerlab.steering.models import ModelFingerprint
 from steerlab.steering.vectorset import VectorSet
-
-from .steering import PreparedVectorSet
 
 if TYPE_CHECKING:
     from steerlab.registry.store import RegistryStore

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from steerlab.steering.apply import MAX_PERCENT as MAX_STRENGTH
+from steerlab.steering.config import MAX_PERCENT as MAX_STRENGTH
 from steerlab.steering.errors import FailedPreconditionError, InvalidArgumentError
 
 from .state import Calibration, Comparison, StrengthChange

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from steerlab.steering.apply import check_strength
+from steerlab.steering.config import check_strength
 from steerlab.steering.datasets import Dimension
 from steerlab.steering.errors import FailedPreconditionError, InvalidArgumentError
 from steerlab.storage.requests import check_request_id

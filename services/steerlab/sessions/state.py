@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from steerlab.steering.apply import MAX_PERCENT as MAX_STRENGTH
+from steerlab.steering.config import MAX_PERCENT as MAX_STRENGTH
 from steerlab.steering.errors import InvalidArgumentError
 
 SELECT, CALIBRATE, LEARN = "select", "calibrate", "learn"

@@ -1,9 +1,10 @@
 """Names of the steering core; see ``__init__.py``. Read by type checkers and by lazy_loader."""
 
 from .adapters import KNOWN_ARCHITECTURES, ArchitectureAdapter, adapt
-from .apply import Strengths, check_strength, plan_rows, steer
+from .apply import plan_rows, steer
+from .batching import Strengths
 from .catalog import BUILTIN_MODELS
-from .config import METHODS, SITES, ExtractionConfig
+from .config import METHODS, SITES, ExtractionConfig, Sampling, check_strength
 from .datasets import (
     BUILTIN_DIMENSIONS,
     ContrastiveDataset,
@@ -25,7 +26,7 @@ from .errors import (
     VectorSetMismatchError,
 )
 from .extraction import default_top_k, extract
-from .generation import Sampling, generate
+from .generation import generate
 from .models import LoadedModel, ModelFingerprint, load_model, wrap_model
 from .vectorset import LayerScore, VectorSet
 

@@ -2,53 +2,30 @@
 
 A row's *strengths* map dimension names to percent of each vector set's functional range
 (-100..+100). For every selected layer, the row's mix folds into one delta
-``sum_i alpha_i * w_i``; the hook adds it to that row at every position and rescales each
-token back to its original norm. Rows without steering pass through untouched, bit for bit.
+``sum_i alpha_i * w_i`` (:mod:`.batching`); a hook adds it to that row at every position and
+rescales each token back to its original norm. Rows without steering pass through untouched,
+bit for bit.
+
+Hooks are installed once per loaded model (:class:`SteeringHooks`) and read the plan of the
+forward running now; nothing is registered or removed per forward.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
+from .adapters import ArchitectureAdapter
+from .batching import BatchSteering, LayerDelta, PreparedVectorSet, SteeringPlan, Strengths, fold_strengths
+from .config import MAX_PERCENT
 from .errors import SteeringError
 from .models import LoadedModel
-from .sites import Transform, hooked
+from .sites import attach
 from .vectorset import VectorSet
-
-Strengths = Mapping[str, float]
-MAX_PERCENT = 100.0
-
-
-@dataclass(frozen=True)
-class LayerDelta:
-    """What to add at one layer: ``delta`` [rows, hidden]; ``steered`` [rows] says which rows.
-
-    A row that is not steered carries a zero delta. ``rows`` may be 1 to apply the same delta to
-    every row of a batch.
-    """
-
-    delta: torch.Tensor
-    steered: torch.Tensor
-
-
-# site -> layer -> delta
-SteeringPlan = dict[str, dict[int, LayerDelta]]
-
-
-def check_strength(name: str, percent: float, max_percent: float = MAX_PERCENT) -> float:
-    """Validate one strength; out-of-range or non-finite values are refused, never clamped."""
-    if not isinstance(percent, (int, float)) or not math.isfinite(percent):
-        raise SteeringError(f"strength for {name!r} must be a finite number, got {percent!r}")
-    if abs(percent) > max_percent:
-        raise SteeringError(
-            f"strength for {name!r} is {percent:g}%, outside -{max_percent:g}..{max_percent:g}"
-        )
-    return float(percent)
 
 
 def index_vector_sets(
@@ -65,23 +42,13 @@ def index_vector_sets(
     return by_name
 
 
-def _row_deltas(
-    by_name: Mapping[str, VectorSet], strengths: Strengths, max_percent: float
-) -> dict[tuple[str, int], torch.Tensor]:
-    deltas: dict[tuple[str, int], torch.Tensor] = {}
-    for name, percent in strengths.items():
-        if name not in by_name:
-            known = ", ".join(sorted(by_name)) or "none loaded"
-            raise SteeringError(f"unknown dimension {name!r}; available: {known}")
-        alpha = by_name[name].alpha(check_strength(name, percent, max_percent))
-        if alpha == 0.0:
-            continue
-        vector_set = by_name[name]
-        for layer in vector_set.selected_layers:
-            key = (vector_set.site, layer)
-            contribution = alpha * vector_set.directions[layer]
-            deltas[key] = deltas[key] + contribution if key in deltas else contribution
-    return deltas
+def prepare_vector_sets(lm: LoadedModel, vector_sets: Sequence[VectorSet]) -> dict[str, PreparedVectorSet]:
+    """Each vector set checked against ``lm`` and prepared on its device and dtype, by name."""
+    dtype = next(lm.model.parameters()).dtype
+    return {
+        name: PreparedVectorSet.prepare(vector_set, 0, lm.device, dtype)
+        for name, vector_set in index_vector_sets(vector_sets, lm).items()
+    }
 
 
 def plan_rows(
@@ -95,20 +62,10 @@ def plan_rows(
 
     ``max_percent`` above 100 lets research sweeps go past the functional range.
     """
-    by_name = index_vector_sets(vector_sets, lm)
-    per_row = [_row_deltas(by_name, strengths or {}, max_percent) for strengths in rows]
-    keys = sorted({key for deltas in per_row for key in deltas})
-    dtype = next(lm.model.parameters()).dtype
-    plan: SteeringPlan = {}
-    for site, layer in keys:
-        delta = torch.zeros(len(rows), lm.hidden_size)
-        steered = torch.zeros(len(rows), dtype=torch.bool)
-        for row, deltas in enumerate(per_row):
-            if (site, layer) in deltas:
-                delta[row] = deltas[(site, layer)]
-                steered[row] = True
-        plan.setdefault(site, {})[layer] = LayerDelta(delta.to(lm.device, dtype), steered.to(lm.device))
-    return plan
+    prepared = prepare_vector_sets(lm, vector_sets)
+    batch = BatchSteering(lm.num_layers, lm.hidden_size, lm.device, next(lm.model.parameters()).dtype)
+    batch.append([fold_strengths(prepared, strengths, max_percent) for strengths in rows])
+    return batch.plan
 
 
 def add_and_rescale(activation: torch.Tensor, layer_delta: LayerDelta) -> torch.Tensor:
@@ -129,17 +86,64 @@ def add_and_rescale(activation: torch.Tensor, layer_delta: LayerDelta) -> torch.
     return (shifted.float() * scale).to(activation.dtype)
 
 
-def _transform(layer_delta: LayerDelta) -> Transform:
-    return lambda activation: add_and_rescale(activation, layer_delta)
+class SteeringHooks:
+    """The steering hooks of one model: installed once per (site, layer) on first use, then
+    kept; each reads the plan of the forward running now and does nothing without one.
+
+    One plan at a time: :meth:`planned` holds a lock, so two threads steering the same model
+    take turns instead of mixing their plans.
+    """
+
+    def __init__(self, adapter: ArchitectureAdapter) -> None:
+        self.adapter = adapter
+        self.plan: SteeringPlan = {}
+        self._handles: dict[tuple[str, int], RemovableHandle] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def planned(self, plan: SteeringPlan) -> Iterator[None]:
+        """Steer every forward inside the block by ``plan``."""
+        with self._lock:
+            for site, layers in plan.items():
+                for layer in layers:
+                    self._install(site, layer)
+            self.plan = plan
+            try:
+                yield
+            finally:
+                self.plan = {}
+
+    def _install(self, site: str, layer: int) -> None:
+        if (site, layer) not in self._handles:
+            self._handles[(site, layer)] = attach(
+                self.adapter, site, layer, lambda activation: self._steer(site, layer, activation)
+            )
+
+    def _steer(self, site: str, layer: int, activation: torch.Tensor) -> torch.Tensor | None:
+        layer_delta = self.plan.get(site, {}).get(layer)
+        return None if layer_delta is None else add_and_rescale(activation, layer_delta)
+
+    def remove(self) -> None:
+        for handle in self._handles.values():
+            handle.remove()
+        self._handles.clear()
+
+
+def hooks_for(lm: LoadedModel) -> SteeringHooks:
+    """``lm``'s steering hooks, installed on first use (again if its modules were replaced, as
+    tensor parallelism does when it shards the model)."""
+    hooks = lm.steering_hooks
+    if not isinstance(hooks, SteeringHooks) or hooks.adapter is not lm.adapter:
+        if isinstance(hooks, SteeringHooks):
+            hooks.remove()
+        hooks = lm.steering_hooks = SteeringHooks(lm.adapter)
+    return hooks
 
 
 @contextmanager
 def apply_plan(lm: LoadedModel, plan: SteeringPlan) -> Iterator[None]:
-    """Hook ``plan`` into the model for the duration of the block; always unhooks."""
-    with ExitStack() as stack:
-        for site, layers in plan.items():
-            transforms = {layer: _transform(layer_delta) for layer, layer_delta in layers.items()}
-            stack.enter_context(hooked(lm.adapter, site, transforms))
+    """Steer every forward of ``lm`` inside the block by ``plan``."""
+    with hooks_for(lm).planned(plan):
         yield
 
 

@@ -5,6 +5,7 @@ Kept free of torch so that the command line can offer the choices without loadin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .errors import ExtractionError, SteeringError
@@ -12,6 +13,36 @@ from .errors import ExtractionError, SteeringError
 METHODS = ("logistic", "mean-diff", "pca")  # how a layer's direction is fitted (see probes)
 SITES = ("norm", "residual")  # where a direction is read and added (see sites)
 TOKEN_SELECTIONS = ("first", "last", "mean")  # which completion tokens an example contributes
+MAX_PERCENT = 100.0  # a strength is percent of a vector set's functional range
+
+
+def check_strength(name: str, percent: float, max_percent: float = MAX_PERCENT) -> float:
+    """Validate one strength; out-of-range or non-finite values are refused, never clamped."""
+    if not isinstance(percent, (int, float)) or not math.isfinite(percent):
+        raise SteeringError(f"strength for {name!r} must be a finite number, got {percent!r}")
+    if abs(percent) > max_percent:
+        raise SteeringError(
+            f"strength for {name!r} is {percent:g}%, outside -{max_percent:g}..{max_percent:g}"
+        )
+    return float(percent)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters; ``temperature == 0`` means greedy decoding."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise SteeringError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise SteeringError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise SteeringError(f"top-k must be >= 0, got {self.top_k}")
 
 
 def check_site(site: str) -> str:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .activations import EncodedExample
-from .apply import LayerDelta, SteeringPlan, apply_plan
+from .apply import apply_plan
+from .batching import LayerDelta, SteeringPlan
 from .chat import pad_token_ids
 from .models import LoadedModel
 

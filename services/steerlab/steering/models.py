@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,8 @@ class LoadedModel:
     tokenizer: Any
     adapter: ArchitectureAdapter
     fingerprint: ModelFingerprint
+    # The model's steering hooks (steerlab.steering.apply.SteeringHooks), installed on first use.
+    steering_hooks: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:

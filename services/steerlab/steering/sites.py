@@ -43,15 +43,20 @@ def _hook_residual(adapter: ArchitectureAdapter, layer: int, transform: Transfor
     return adapter.layers[layer].register_forward_pre_hook(pre_hook, with_kwargs=True)
 
 
+def attach(adapter: ArchitectureAdapter, site: str, layer: int, transform: Transform) -> RemovableHandle:
+    """Hook ``transform`` at ``site`` of ``layer`` until the returned handle is removed."""
+    check_site(site)
+    return (_hook_norm if site == "norm" else _hook_residual)(adapter, layer, transform)
+
+
 @contextmanager
 def hooked(adapter: ArchitectureAdapter, site: str, transforms: Mapping[int, Transform]) -> Iterator[None]:
     """Attach ``transforms[layer]`` at ``site`` of each layer for the duration of the block."""
     check_site(site)
-    attach = _hook_norm if site == "norm" else _hook_residual
     handles: list[RemovableHandle] = []
     try:
         for layer, transform in transforms.items():
-            handles.append(attach(adapter, layer, transform))
+            handles.append(attach(adapter, site, layer, transform))
         yield
     finally:
         for handle in handles:

@@ -1,21 +1,42 @@
-"""Per-row steering inside the running batch, as dense tensors that join and leave with rows.
+"""Per-row steering of a batch, as dense tensors that join and leave with rows: the one
+steering path of SteerLab, used by :func:`~steerlab.steering.steer` and by the engine alike.
 
 A vector set is prepared once into a *ready-to-add* tensor: its unit direction per selected
-layer (zeros elsewhere) on the model's device and dtype. A request's mix folds into one delta
+layer (zeros elsewhere) on the model's device and dtype. A row's mix folds into one delta
 per layer, ``sum_i alpha_i * w_i``; the batch keeps every row's delta stacked as
 ``[rows, layers, hidden]`` per activation site, so joining is one ``cat`` and leaving one
-index, and a forward's hooks read slices of it. No per-request state lives in the model.
+index, and its :data:`SteeringPlan` is what a forward's hooks read. No per-request state lives
+in the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from steerlab.steering.apply import LayerDelta, SteeringPlan, check_strength
-from steerlab.steering.vectorset import VectorSet
+from .config import MAX_PERCENT, check_strength
+from .errors import SteeringError
+from .vectorset import VectorSet
+
+Strengths = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class LayerDelta:
+    """What to add at one layer: ``delta`` [rows, hidden]; ``steered`` [rows] says which rows.
+
+    A row that is not steered carries a zero delta. ``rows`` may be 1 to apply the same delta to
+    every row of a batch.
+    """
+
+    delta: torch.Tensor
+    steered: torch.Tensor
+
+
+# site -> layer -> delta
+SteeringPlan = dict[str, dict[int, LayerDelta]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,12 +85,16 @@ class RowSteering:
         return cls({}, ())
 
 
-def fold_mix(mix: Sequence[tuple[PreparedVectorSet, float]]) -> RowSteering:
-    """Fold ``(vector set, percent)`` pairs into one delta per layer and site."""
+def fold_mix(
+    mix: Sequence[tuple[PreparedVectorSet, float]], max_percent: float = MAX_PERCENT
+) -> RowSteering:
+    """Fold ``(vector set, percent)`` pairs into one delta per layer and site.
+
+    ``max_percent`` above 100 lets research sweeps go past the functional range."""
     deltas: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     applied = []
     for prepared, percent in mix:
-        alpha = prepared.vector_set.alpha(check_strength(prepared.name, percent))
+        alpha = prepared.vector_set.alpha(check_strength(prepared.name, percent, max_percent))
         applied.append(AppliedStrength(prepared.name, prepared.version, percent, alpha))
         if alpha == 0.0:
             continue
@@ -81,6 +106,19 @@ def fold_mix(mix: Sequence[tuple[PreparedVectorSet, float]]) -> RowSteering:
         else:
             deltas[site] = (contribution, prepared.selected)
     return RowSteering(deltas, tuple(applied))
+
+
+def fold_strengths(
+    prepared: Mapping[str, PreparedVectorSet], strengths: Strengths | None, max_percent: float = MAX_PERCENT
+) -> RowSteering:
+    """One row's strengths by dimension name, folded (an unknown name is refused)."""
+    mix = []
+    for name, percent in (strengths or {}).items():
+        if name not in prepared:
+            known = ", ".join(sorted(prepared)) or "none loaded"
+            raise SteeringError(f"unknown dimension {name!r}; available: {known}")
+        mix.append((prepared[name], percent))
+    return fold_mix(mix, max_percent)
 
 
 class BatchSteering:

@@ -23,18 +23,17 @@ from typing import Protocol
 
 import torch
 
-from steerlab.steering.errors import (
+from ..batching import AppliedStrength, RowSteering
+from ..config import Sampling
+from ..errors import (
     InvalidArgumentError,
     ResourceExhaustedError,
     SteerLabError,
     UnavailableError,
 )
-from steerlab.steering.generation import Sampling
-from steerlab.steering.models import LoadedModel
-
+from ..models import LoadedModel
 from .runner import ModelRunner
 from .sampler import SamplerRows, sample
-from .steering import AppliedStrength, RowSteering
 from .text import IncrementalDecoder, RowText
 
 log = logging.getLogger(__name__)
@@ -221,6 +220,36 @@ class InferenceEngine:
         """
         self._running = True
         self._run()
+
+    def run_to_completion(self, requests: Sequence[GenerationRequest]) -> list[Finished | Failed]:
+        """Run ``requests`` to their end on the calling thread and return how each ended, in order.
+
+        The in-process way to use the engine (the core's ``generate``, the experiments): no
+        scheduler thread, so the forwards run on the thread that loaded the model. Not for an
+        engine that was started; the queue must hold all of ``requests``.
+        """
+        if self._running:
+            raise RuntimeError("run_to_completion is for an engine that was not started")
+        ended: dict[int, Finished | Failed] = {}
+
+        def keep_end(index: int) -> Callable[[Event], None]:
+            def sink(event: Event) -> None:
+                if not isinstance(event, TextDelta):
+                    ended[index] = event
+
+            return sink
+
+        self._running = True
+        self._loop_thread = threading.current_thread()
+        try:
+            for index, request in enumerate(requests):
+                self.submit(request, keep_end(index))
+            while self._rows or self._waiting:
+                self._iterate()
+        finally:
+            self._running = False
+            self._shut_down()
+        return [ended[index] for index in range(len(requests))]
 
     def stop(self) -> None:
         """Finish nothing more: queued and running requests fail with UNAVAILABLE."""

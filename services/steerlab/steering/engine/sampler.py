@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from steerlab.steering.generation import Sampling
+from ..config import Sampling
 
 _MASK_64 = (1 << 64) - 1
 

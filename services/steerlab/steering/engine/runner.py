@@ -11,12 +11,11 @@ from collections.abc import Sequence
 
 import torch
 
-from steerlab.steering.apply import apply_plan
-from steerlab.steering.chat import pad_token_ids
-from steerlab.steering.models import LoadedModel
-
-from .batch import BatchKV, positions_from_mask
-from .steering import BatchSteering, RowSteering
+from ..apply import apply_plan
+from ..batching import BatchSteering, RowSteering
+from ..chat import pad_token_ids
+from ..models import LoadedModel
+from .kv import BatchKV, positions_from_mask
 
 
 class ModelRunner:
