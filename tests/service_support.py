@@ -174,8 +174,10 @@ class ServiceProcess:
     """`steerlab <service> serve` in a child process, started and stopped as an operator would."""
 
     def __init__(self, service: str, database_url: str, home: Path, port: int, *extra: str) -> None:
+        """``database_url`` "" for a service that keeps none (inference)."""
         env = {**os.environ, "STEERLAB_HOME": str(home)}
-        command = ["--database-url", database_url, "--port", str(port), "--metrics-port", "0", *extra]
+        database = ["--database-url", database_url] if database_url else []
+        command = [*database, "--port", str(port), "--metrics-port", "0", *extra]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "steerlab.cli", service, "serve", *command],
             stdout=subprocess.PIPE,

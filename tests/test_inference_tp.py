@@ -50,9 +50,16 @@ def answers(target: str) -> list[tuple[str, list[tuple[str, int, float]]]]:
 
 
 @pytest.fixture(scope="module")
-def one_rank(tiny_model_dir: Path, database_url: str) -> Iterator[ServerThread]:
+def registry(database_url: str) -> Iterator[ServerThread]:
+    running = ServerThread(database_url)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def one_rank(tiny_model_dir: Path, registry: ServerThread) -> Iterator[ServerThread]:
     settings = InferenceSettings(
-        model=str(tiny_model_dir), database_url=database_url, server=ServerSettings(port=0, metrics_port=0)
+        model=str(tiny_model_dir), registry=registry.target, server=ServerSettings(port=0, metrics_port=0)
     )
     served = build_inference_server(settings)
     running = ServerThread(server=served.server, closing=served.close)
@@ -61,16 +68,18 @@ def one_rank(tiny_model_dir: Path, database_url: str) -> Iterator[ServerThread]:
 
 
 def test_two_ranks_answer_exactly_as_one(
-    tiny_model_dir: Path, database_url: str, one_rank: ServerThread, tmp_path: Path
+    tiny_model_dir: Path, registry: ServerThread, one_rank: ServerThread, tmp_path: Path
 ) -> None:
     expected = answers(one_rank.target)
     assert len({text for text, _ in expected}) == len(REQUESTS), "steering and sampling must change answers"
 
     served = ServiceProcess(
         "inference",
-        database_url,
+        "",
         tmp_path,
         free_port(),
+        "--registry",
+        registry.target,
         "--model",
         str(tiny_model_dir),
         "--tensor-parallel",

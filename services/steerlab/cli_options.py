@@ -57,20 +57,24 @@ def extraction_parameters(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def add_serve_command(commands: Any, service: str, help_text: str) -> Any:
-    """``steerlab <service> serve`` with the options every service takes; returns its parser."""
-    return add_service_commands(commands, service, help_text)[0]
+def add_serve_command(commands: Any, service: str, help_text: str, database: bool = True) -> Any:
+    """``steerlab <service> serve`` with the options every service takes (``--database-url``
+    only for one that keeps a database); returns its parser."""
+    return add_service_commands(commands, service, help_text, database)[0]
 
 
-def add_service_commands(commands: Any, service: str, help_text: str) -> tuple[Any, Any]:
+def add_service_commands(
+    commands: Any, service: str, help_text: str, database: bool = True
+) -> tuple[Any, Any]:
     """Like :func:`add_serve_command`; also returns the group's subparsers, for commands beside serve."""
     port, metrics_port = DEFAULT_PORTS[service]
     group = commands.add_parser(service, help=help_text)
     subcommands = group.add_subparsers(dest=f"{service}_command", required=True, parser_class=type(group))
     serve = subcommands.add_parser("serve", help=f"serve the {service} service over gRPC until interrupted")
-    serve.add_argument(
-        "--database-url", help="postgresql://... or sqlite:///file (default: SQLite in STEERLAB_HOME)"
-    )
+    if database:
+        serve.add_argument(
+            "--database-url", help="postgresql://... or sqlite:///file (default: SQLite in STEERLAB_HOME)"
+        )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help=f"gRPC port (default {port})")
     serve.add_argument("--metrics-port", type=int, help=f"Prometheus /metrics port (default {metrics_port})")

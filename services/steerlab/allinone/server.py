@@ -146,7 +146,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
     )
     inference_settings = InferenceSettings(
         model=settings.model,
-        database_url=settings.database,
+        registry=settings.own_address,
         sessions=settings.own_address,
         server=internal,
     )

@@ -10,14 +10,13 @@ from steerlab.cli_options import add_serve_command
 
 def add_commands(commands: Any) -> None:
     """Register the ``inference`` command group on the top-level subparsers."""
-    serve = add_serve_command(
-        commands, "inference", "run the steered inference service")
+    serve = add_serve_command(commands, "inference", "run the steered inference service", database=False)
     serve.add_argument(
         "--model", help="built-in model name or local Hugging Face directory (default smollm2-135m)"
     )
     serve.add_argument(
         "--registry",
-        help="registry HOST:PORT for vector sets (default: the registry store in --database-url)",
+        help="registry HOST:PORT for vector sets (default: $STEERLAB_REGISTRY or localhost:50051)",
     )
     serve.add_argument("--sessions", help="session service HOST:PORT, for requests that name a session")
     serve.add_argument(
@@ -35,7 +34,6 @@ def _serve(args: argparse.Namespace) -> None:
         model=args.model,
         registry=args.registry,
         sessions=args.sessions,
-        database_url=args.database_url,
         tensor_parallel=args.tensor_parallel,
         max_batch=args.max_batch,
         host=args.host,

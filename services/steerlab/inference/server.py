@@ -8,25 +8,26 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
-from steerlab.settings import DEFAULT_PORTS, int_env
+from steerlab.settings import DEFAULT_PORTS, chosen, int_env
 from steerlab.steering.engine import EngineSettings, InferenceEngine, ModelRunner
 from steerlab.steering.models import load_model
-from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import inference_pb2_grpc
 
 from .cpu import pack_linear_weights
 from .metrics import InferenceMetrics
 from .placement import Placement
 from .service import SERVICE_NAME, InferenceServicer, SessionLink
-from .vectors import RegistrySource, StoreSource, VectorSetCache, VectorSource
+from .vectors import RegistrySource, VectorSetCache, VectorSource
 
 DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["inference"]
+DEFAULT_REGISTRY = f"localhost:{DEFAULT_PORTS['registry'].grpc}"
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     model: str = "smollm2-135m"
-    # Vector sets: a registry HOST:PORT, or (empty) the registry's store in database_url.
-    registry: str = ""
-    database_url: str = field(default_factory=resolve_database_url)
+    # The registry service (HOST:PORT) the vector sets come from, over its gRPC API.
+    registry: str = DEFAULT_REGISTRY
     # A session service HOST:PORT for requests that name a session; empty: none.
     sessions: str = ""
     tensor_parallel: int = 1
@@ -45,7 +46,6 @@ class InferenceSettings:
         model: str | None = None,
         registry: str | None = None,
         sessions: str | None = None,
-        database_url: str | None = None,
         tensor_parallel: int | None = None,
         max_batch: int | None = None,
         host: str | None = None,
@@ -64,9 +64,8 @@ class InferenceSettings:
         )
         return cls(
             model=model or os.environ.get("STEERLAB_MODEL", "smollm2-135m"),
-            registry=registry if registry is not None else os.environ.get("STEERLAB_REGISTRY", ""),
-            sessions=sessions if sessions is not None else os.environ.get("STEERLAB_SESSIONS", ""),
-            database_url=resolve_database_url(database_url),
+            registry=chosen(registry, "STEERLAB_REGISTRY", DEFAULT_REGISTRY),
+            sessions=chosen(sessions, "STEERLAB_SESSIONS", ""),
             tensor_parallel=tensor_parallel or int_env("STEERLAB_TENSOR_PARALLEL", 1),
             device=os.environ.get("STEERLAB_DEVICE", "auto"),
             dtype=os.environ.get("STEERLAB_DTYPE", "auto"),
@@ -86,9 +85,7 @@ class InferenceSettings:
         return Placement(self.model, self.device, self.dtype, self.tensor_parallel)
 
     def describe_vectors(self) -> str:
-        return (
-            f"vectors from registry {self.registry}" if self.registry else f"vectors from {self.database_url}"
-        )
+        return f"vectors from registry {self.registry}"
 
 
 @dataclass
@@ -119,13 +116,10 @@ def load_runner(settings: InferenceSettings) -> ModelRunner:
 
 
 def vector_source(settings: InferenceSettings) -> VectorSource:
-    if settings.registry:
-        from steerlab_client import RegistryClient
+    """The registry service's vector sets, over its gRPC API."""
+    from steerlab_client import RegistryClient
 
-        return RegistrySource(RegistryClient(settings.registry, timeout_s=10.0, token=settings.server.token))
-    from steerlab.registry.store import RegistryStore
-
-    return StoreSource(RegistryStore(open_database(settings.database_url)))
+    return RegistrySource(RegistryClient(settings.registry, timeout_s=10.0, token=settings.server.token))
 
 
 def build_inference_server(

@@ -27,7 +27,6 @@ from steerlab.steering.models import ModelFingerprint
 from steerlab.steering.vectorset import VectorSet
 
 if TYPE_CHECKING:
-    from steerlab.registry.store import RegistryStore
     from steerlab_client import RegistryClient
 
 
@@ -46,7 +45,7 @@ class Pin:
 
 
 class VectorSource(Protocol):
-    """Where registered vector sets come from: the registry over gRPC, or its store in-process."""
+    """Where registered vector sets come from (the registry service; a fake in tests)."""
 
     def version_of(self, dimension: str, model_digest: str, version: int | None, alias: str | None) -> int:
         """The version a pin names (raises NotFoundError for unknown names)."""
@@ -57,27 +56,6 @@ class VectorSource(Protocol):
     def models_with(self, dimension: str) -> dict[str, str]:
         """digest -> model name of every model with vector sets of ``dimension``."""
         ...
-
-
-class StoreSource:
-    """Reads a :class:`RegistryStore` directly (the embedded default, benchmarks, tests)."""
-
-    def __init__(self, store: RegistryStore) -> None:
-        self.store = store
-
-    def version_of(self, dimension: str, model_digest: str, version: int | None, alias: str | None) -> int:
-        return self.store.get_vector_set(dimension, model_digest, version=version, alias=alias).version
-
-    def fetch(self, dimension: str, model_digest: str, version: int) -> VectorSet:
-        record = self.store.get_vector_set(dimension, model_digest, version=version, with_vectors=True)
-        return record.vector_set()
-
-    def models_with(self, dimension: str) -> dict[str, str]:
-        page = self.store.list_vector_sets(dimension=dimension, page_size=1000)
-        return {record.model_digest: record.model_name for record in page.records}
-
-    def close(self) -> None:
-        self.store.close()
 
 
 class RegistrySource:
