@@ -141,6 +141,23 @@ def test_steering_ends_even_when_the_forward_raises(
     assert [len(norm._forward_hooks) for norm in lm.adapter.norms] == hooks  # none added per use
 
 
+def test_a_steer_block_may_nest_in_another(
+    tiny_models: dict[str, LoadedModel], vector_sets: dict[str, VectorSet]
+) -> None:
+    lm, cost = tiny_models["llama"], vector_sets["llama"]
+    batch = _batch(lm, 1)
+    with torch.no_grad():
+        with steer(lm, [cost], [{"cost": 100}]):
+            up = lm.model(**batch).logits
+        with steer(lm, [cost], [{"cost": -100}]):
+            down = lm.model(**batch).logits
+        with steer(lm, [cost], [{"cost": 100}]):
+            with steer(lm, [cost], [{"cost": -100}]):
+                inner = lm.model(**batch).logits
+            outer = lm.model(**batch).logits
+    assert torch.equal(inner, down) and torch.equal(outer, up) and not torch.equal(up, down)
+
+
 def test_residual_site_extracts_and_steers(
     tiny_models: dict[str, LoadedModel], tiny_dataset: ContrastiveDataset
 ) -> None:

@@ -91,14 +91,15 @@ class SteeringHooks:
     kept; each reads the plan of the forward running now and does nothing without one.
 
     One plan at a time: :meth:`planned` holds a lock, so two threads steering the same model
-    take turns instead of mixing their plans.
+    take turns instead of mixing their plans. On one thread a block may nest in another (a
+    ``generate`` inside ``steer``): the inner plan applies inside it, the outer one after.
     """
 
     def __init__(self, adapter: ArchitectureAdapter) -> None:
         self.adapter = adapter
         self.plan: SteeringPlan = {}
         self._handles: dict[tuple[str, int], RemovableHandle] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @contextmanager
     def planned(self, plan: SteeringPlan) -> Iterator[None]:
@@ -107,11 +108,11 @@ class SteeringHooks:
             for site, layers in plan.items():
                 for layer in layers:
                     self._install(site, layer)
-            self.plan = plan
+            outer, self.plan = self.plan, plan
             try:
                 yield
             finally:
-                self.plan = {}
+                self.plan = outer
 
     def _install(self, site: str, layer: int) -> None:
         if (site, layer) not in self._handles:
