@@ -273,7 +273,7 @@ def main() -> None:
     args = parser.parse_args()
 
     lm, plain = load_models(args)
-    dtype = next(lm.model.parameters()).dtype
+    dtype = lm.dtype
     prepared = [
         PreparedVectorSet.prepare(vector_set, 0, lm.device, dtype)
         for vector_set in vector_sets(plain, random_directions=bool(args.random_config))

@@ -36,7 +36,7 @@ def main() -> None:
 
     lm = load_model(args.model)
     pack_linear_weights(lm, batch_hint=args.batch)
-    dtype = next(lm.model.parameters()).dtype
+    dtype = lm.dtype
     prepared = [
         PreparedVectorSet.prepare(extract_cached(lm, builtin_dataset(name)), 1, lm.device, dtype)
         for name in BUILTIN_DIMENSIONS

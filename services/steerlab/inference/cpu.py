@@ -38,7 +38,7 @@ class PackedLinear(nn.Module):
 
 def can_pack(lm: LoadedModel) -> bool:
     """Packing applies to a float32 model on the CPU where PyTorch has oneDNN."""
-    if lm.device.type != "cpu" or next(lm.model.parameters()).dtype != torch.float32:
+    if lm.device.type != "cpu" or lm.dtype != torch.float32:
         return False
     return bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
 

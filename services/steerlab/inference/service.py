@@ -17,7 +17,7 @@ from steerlab.steering.chat import Message, encode_prompt
 from steerlab.steering.config import Sampling, check_strength
 from steerlab.steering.engine import Failed, Finished, GenerationRequest, InferenceEngine, TextDelta
 from steerlab.steering.errors import DeadlineExceededError, FailedPreconditionError, InvalidArgumentError
-from steerlab.storage.requests import MAX_REQUEST_ID_LENGTH
+from steerlab.storage.requests import MAX_REQUEST_ID_LENGTH, check_request_id
 from steerlab_api.v1 import inference_pb2 as pb
 from steerlab_api.v1 import inference_pb2_grpc
 from steerlab_api.v1 import sessions_pb2 as spb
@@ -91,14 +91,6 @@ class SessionLink:
                 session_id, text, used, _derived(request_id, "assistant")
             ).turn
             return int(turn.index)
-
-
-def _check_generate_request_id(request_id: str) -> None:
-    if len(request_id) > MAX_GENERATE_REQUEST_ID or not request_id.isprintable():
-        raise InvalidArgumentError(
-            f"request_id must be at most {MAX_GENERATE_REQUEST_ID} printable characters "
-            f"(got {len(request_id)} characters)"
-        )
 
 
 def _derived(request_id: str, part: str) -> str:
@@ -205,7 +197,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             )
         if not messages or any(m["role"] != "user" for m in messages):
             raise InvalidArgumentError("with a session_id, send the user's new message(s), role 'user'")
-        _check_generate_request_id(request.request_id)
+        check_request_id(request.request_id, MAX_GENERATE_REQUEST_ID)
         contents = [m["content"] for m in messages]
         return self.sessions.begin(request.session_id, contents, request.request_id)
 

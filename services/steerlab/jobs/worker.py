@@ -33,7 +33,7 @@ from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
 from steerlab.registry.store import RegistryStore
-from steerlab.settings import int_env
+from steerlab.settings import chosen, int_env
 from steerlab.steering.datasets import Dimension
 from steerlab.steering.errors import AlreadyExistsError, NotFoundError, SteerLabError
 from steerlab.storage import open_database, resolve_database_url
@@ -78,7 +78,7 @@ class WorkerSettings:
         soft = int_env("STEERLAB_JOB_SOFT_TIME_LIMIT_S", cls.soft_time_limit_s)
         return cls(
             database_url=resolve_database_url(database_url),
-            broker_url=broker_url if broker_url is not None else os.environ.get("STEERLAB_BROKER_URL", ""),
+            broker_url=chosen(broker_url, "STEERLAB_BROKER_URL", ""),
             lease_s=float(os.environ.get("STEERLAB_JOB_LEASE_S") or cls.lease_s),
             soft_time_limit_s=soft,
             time_limit_s=int_env("STEERLAB_JOB_TIME_LIMIT_S", soft + 300),

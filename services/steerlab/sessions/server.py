@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
-from steerlab.settings import DEFAULT_PORTS
+from steerlab.settings import DEFAULT_PORTS, chosen
 from steerlab.steering.errors import UnavailableError
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import sessions_pb2_grpc
@@ -48,7 +47,7 @@ class SessionSettings:
         :meth:`ServerSettings.from_env`)."""
         return cls(
             database_url=resolve_database_url(database_url),
-            registry=registry if registry is not None else os.environ.get("STEERLAB_REGISTRY", ""),
+            registry=chosen(registry, "STEERLAB_REGISTRY", ""),
             learn_method=learn_method or learn_method_from_env(),
             server=ServerSettings.from_env(
                 "sessions",

@@ -44,9 +44,8 @@ def index_vector_sets(
 
 def prepare_vector_sets(lm: LoadedModel, vector_sets: Sequence[VectorSet]) -> dict[str, PreparedVectorSet]:
     """Each vector set checked against ``lm`` and prepared on its device and dtype, by name."""
-    dtype = next(lm.model.parameters()).dtype
     return {
-        name: PreparedVectorSet.prepare(vector_set, 0, lm.device, dtype)
+        name: PreparedVectorSet.prepare(vector_set, 0, lm.device, lm.dtype)
         for name, vector_set in index_vector_sets(vector_sets, lm).items()
     }
 
@@ -63,7 +62,7 @@ def plan_rows(
     ``max_percent`` above 100 lets research sweeps go past the functional range.
     """
     prepared = prepare_vector_sets(lm, vector_sets)
-    batch = BatchSteering(lm.num_layers, lm.hidden_size, lm.device, next(lm.model.parameters()).dtype)
+    batch = BatchSteering(lm.num_layers, lm.hidden_size, lm.device, lm.dtype)
     batch.append([fold_strengths(prepared, strengths, max_percent) for strengths in rows])
     return batch.plan
 

@@ -91,11 +91,10 @@ def uniform_plan(
     lm: LoadedModel, site: str, directions: dict[int, torch.Tensor], alpha: float
 ) -> SteeringPlan:
     """The same delta ``alpha * direction`` on every row, at each layer of ``directions``."""
-    dtype = next(lm.model.parameters()).dtype
     steered = torch.ones(1, dtype=torch.bool, device=lm.device)
     return {
         site: {
-            layer: LayerDelta((alpha * vector)[None].to(lm.device, dtype), steered)
+            layer: LayerDelta((alpha * vector)[None].to(lm.device, lm.dtype), steered)
             for layer, vector in directions.items()
         }
     }

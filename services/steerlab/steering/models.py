@@ -90,6 +90,12 @@ class LoadedModel:
         return torch.device(self.model.device)
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights (what steering deltas are prepared in)."""
+        dtype: torch.dtype = next(self.model.parameters()).dtype
+        return dtype
+
+    @property
     def num_layers(self) -> int:
         return self.adapter.num_layers
 

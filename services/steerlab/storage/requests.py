@@ -10,11 +10,11 @@ from steerlab.steering.errors import InvalidArgumentError
 MAX_REQUEST_ID_LENGTH = 128
 
 
-def check_request_id(request_id: str) -> str:
-    """``request_id`` if it is empty (none) or 1..128 printable characters; a clear error otherwise."""
-    if len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
+def check_request_id(request_id: str, max_length: int = MAX_REQUEST_ID_LENGTH) -> str:
+    """``request_id`` if it is empty (none) or up to ``max_length`` printable characters; a
+    clear error otherwise."""
+    if len(request_id) > max_length or not request_id.isprintable():
         raise InvalidArgumentError(
-            f"request_id must be at most {MAX_REQUEST_ID_LENGTH} printable characters "
-            f"(got {len(request_id)} characters)"
+            f"request_id must be at most {max_length} printable characters (got {len(request_id)} characters)"
         )
     return request_id

@@ -24,7 +24,7 @@ class ModelRunner:
     def __init__(self, lm: LoadedModel) -> None:
         self.lm = lm
         self.device = lm.device
-        self.dtype: torch.dtype = next(lm.model.parameters()).dtype
+        self.dtype = lm.dtype
         self.kv = BatchKV(self.device)
         self.steering = BatchSteering(lm.num_layers, lm.hidden_size, self.device, self.dtype)
 
