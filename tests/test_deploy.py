@@ -125,7 +125,9 @@ def test_each_service_listens_where_its_probes_service_and_callers_look(name: st
         assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
     [sessions] = find(objects, "Deployment", "steerlab-sessions")
     [inference] = find(objects, "Deployment", "steerlab-inference")
+    [workers] = find(objects, "Deployment", "steerlab-workers")
     assert env(sessions)["STEERLAB_REGISTRY"] in addresses
+    assert env(workers)["STEERLAB_REGISTRY"] in addresses  # results go through the registry API
     assert {env(inference)["STEERLAB_REGISTRY"], env(inference)["STEERLAB_SESSIONS"]} <= addresses
 
 

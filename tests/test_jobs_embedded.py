@@ -1,6 +1,6 @@
 """The embedded default: ``steerlab jobs serve`` on SQLite with no broker runs jobs itself;
 the CLI submits, watches, lists and cancels; queued jobs survive a restart of the service;
-a job run twice registers once."""
+a job run twice registers once. Results reach the registry only through its gRPC API."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from service_support import ServiceProcess, free_port
+from service_support import ServerThread, ServiceProcess, free_port
 from test_jobs_service import custom_dataset
 
 from steerlab.jobs.spec import ExtractionJobSpec
-from steerlab.jobs.store import SUCCEEDED, JobStore
+from steerlab.jobs.store import FAILED, SUCCEEDED, JobStore
 from steerlab.jobs.worker import WorkerContext, WorkerSettings, run_job
 from steerlab.steering.config import ExtractionConfig
 from steerlab.storage import open_database
@@ -41,8 +41,9 @@ def test_the_cli_runs_a_job_on_the_embedded_service_and_queued_jobs_survive_a_re
     tmp_path: Path, tiny_model_dir: Path, dataset_file: Path
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    registry = ServiceProcess("registry", f"sqlite:///{tmp_path / 'registry.db'}", tmp_path, free_port())
     port = free_port()
-    service = ServiceProcess("jobs", database_url, tmp_path, port)
+    service = ServiceProcess("jobs", database_url, tmp_path, port, "--registry", registry.target)
     server = ["--server", service.target]
     try:
         assert "in-process worker" in service.banner
@@ -72,7 +73,7 @@ def test_the_cli_runs_a_job_on_the_embedded_service_and_queued_jobs_survive_a_re
     store = JobStore(open_database(database_url))
     spec, _ = ExtractionJobSpec(model=str(tiny_model_dir), dataset=dataset_file.read_text()).checked()
     waiting = store.create(spec)
-    service = ServiceProcess("jobs", database_url, tmp_path, port)
+    service = ServiceProcess("jobs", database_url, tmp_path, port, "--registry", registry.target)
     try:
         watched = steerlab("jobs", "watch", *server, waiting.job_id, home=tmp_path)
         assert watched.returncode == 0, watched.stderr
@@ -80,13 +81,17 @@ def test_the_cli_runs_a_job_on_the_embedded_service_and_queued_jobs_survive_a_re
         assert store.get(waiting.job_id).result.version == 2  # type: ignore[union-attr]
     finally:
         service.stop()
+        registry.stop()
         store.close()
 
 
 def test_a_job_that_runs_twice_registers_one_version(tmp_path: Path, tiny_model_dir: Path) -> None:
     """The first run registered, then its worker died before recording success; a second run
     must find that version instead of adding another."""
-    settings = WorkerSettings(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", lease_s=30)
+    registry = ServerThread(f"sqlite:///{tmp_path / 'registry.db'}")
+    settings = WorkerSettings(
+        database_url=f"sqlite:///{tmp_path / 'jobs.db'}", registry=registry.target, job_lease_s=30
+    )
     context = WorkerContext(settings)
     spec, _ = ExtractionJobSpec(
         model=str(tiny_model_dir), dataset=custom_dataset("twice").decode(), config=ExtractionConfig(top_k=2)
@@ -101,4 +106,24 @@ def test_a_job_that_runs_twice_registers_one_version(tmp_path: Path, tiny_model_
     second = context.jobs.get(job.job_id)
     assert second.state == SUCCEEDED and second.attempts == 2
     assert second.result == first.result
-    assert [r.version for r in context.registry.list_vector_sets(dimension="twice").records] == [1]
+    assert [v.version for v in context.registry.list_vector_sets(dimension="twice")] == [1]
+    registry.stop()
+
+
+def test_a_job_whose_registry_cannot_be_reached_fails_and_says_where(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    port = free_port()  # nothing listens there
+    settings = WorkerSettings(
+        database_url=f"sqlite:///{tmp_path / 'jobs.db'}", registry=f"127.0.0.1:{port}", job_lease_s=30
+    )
+    context = WorkerContext(settings)
+    dataset = custom_dataset("nowhere").decode()
+    spec, _ = ExtractionJobSpec(
+        model=str(tiny_model_dir), dataset=dataset, config=ExtractionConfig(top_k=2)
+    ).checked()
+    job = context.jobs.create(spec)
+    run_job(job.job_id, context)
+    failed = context.jobs.get(job.job_id)
+    assert failed.state == FAILED and failed.result is None
+    assert failed.error.startswith(f"the registry at 127.0.0.1:{port} refused the result: UNAVAILABLE")

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +46,12 @@ def custom_dataset(name: str = "thrift", per_pole: int = 12) -> bytes:
 class WorkerProcess:
     """``steerlab worker`` in its own process group, as an operator would run it."""
 
-    def __init__(self, database_url: str, log: Path) -> None:
+    def __init__(self, database_url: str, registry: str, log: Path) -> None:
         env = {**os.environ, "STEERLAB_JOB_LEASE_S": str(LEASE_S)}
         self.log = log
         command = [sys.executable, "-m", "steerlab.cli", "worker", "--broker-url", BROKER]
         self.process = subprocess.Popen(
-            [*command, "--database-url", database_url, "--loglevel", "INFO"],
+            [*command, "--database-url", database_url, "--registry", registry, "--loglevel", "INFO"],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             env=env,
@@ -92,7 +92,7 @@ def job_service(database_url: str) -> Iterator[ServerThread]:
 
     redis.Redis.from_url(BROKER).flushdb()
     settings = JobServiceSettings(
-        worker=WorkerSettings(database_url=database_url, broker_url=BROKER, lease_s=LEASE_S),
+        worker=WorkerSettings(database_url=database_url, broker_url=BROKER, job_lease_s=LEASE_S),
         server=ServerSettings(port=0, metrics_port=0),
         watch_poll_s=0.2,
     )
@@ -109,9 +109,27 @@ def client(job_service: ServerThread) -> Iterator[JobClient]:
         yield opened
 
 
+@pytest.fixture(scope="module")
+def registry_service(database_url: str) -> Iterator[ServerThread]:
+    """The registry the workers register results with, over its API (on the same database)."""
+    thread = ServerThread(database_url)
+    yield thread
+    thread.stop()
+
+
 @pytest.fixture
-def worker(database_url: str, tmp_path: Path) -> Iterator[WorkerProcess]:
-    started = WorkerProcess(database_url, tmp_path / "worker.log")
+def start_worker(
+    database_url: str, registry_service: ServerThread, tmp_path: Path
+) -> Callable[[str], WorkerProcess]:
+    def start(name: str) -> WorkerProcess:
+        return WorkerProcess(database_url, registry_service.target, tmp_path / f"{name}.log")
+
+    return start
+
+
+@pytest.fixture
+def worker(start_worker: Callable[[str], WorkerProcess]) -> Iterator[WorkerProcess]:
+    started = start_worker("worker")
     yield started
     started.stop()
 
@@ -175,16 +193,16 @@ def test_submit_watch_and_the_result_lands_in_the_registry(
 
 
 def test_a_worker_killed_mid_job_is_replaced_and_the_job_registers_once(
-    client: JobClient, database_url: str, tmp_path: Path
+    client: JobClient, database_url: str, start_worker: Callable[[str], WorkerProcess]
 ) -> None:
-    first = WorkerProcess(database_url, tmp_path / "first.log")
+    first = start_worker("first")
     job = client.submit_extraction("smollm2-135m", dataset=custom_dataset("frugality", per_pole=16))
     running = wait_for(
         client, job.id, lambda j: j.state == pb.JOB_STATE_RUNNING and j.progress.stage == "activations"
     )
     assert running.attempts == 1
     first.kill()
-    second = WorkerProcess(database_url, tmp_path / "second.log")
+    second = start_worker("second")
     try:
         final = client.wait(job.id, timeout_s=600)
     finally:
@@ -237,11 +255,13 @@ def test_a_retried_submission_queues_one_job(client: JobClient) -> None:
         assert client.cancel(job.id).state == pb.JOB_STATE_CANCELLED  # no worker is running
 
 
-def test_cancelling_queued_and_running_jobs(client: JobClient, database_url: str, tmp_path: Path) -> None:
+def test_cancelling_queued_and_running_jobs(
+    client: JobClient, database_url: str, start_worker: Callable[[str], WorkerProcess]
+) -> None:
     queued = client.submit_extraction("smollm2-135m", dataset=custom_dataset("queued-cancel"))
     assert client.cancel(queued.id).state == pb.JOB_STATE_CANCELLED  # no worker is running
 
-    worker = WorkerProcess(database_url, tmp_path / "worker.log")
+    worker = start_worker("worker")
     try:
         running = client.submit_extraction("smollm2-135m", dataset=custom_dataset("running-cancel"))
         wait_for(client, running.id, lambda j: j.state == pb.JOB_STATE_RUNNING and j.progress.percent > 0)

@@ -1,9 +1,10 @@
-"""The one place for what the whole platform shares: default ports, the production alias,
-where caches live, and reading ``STEERLAB_*`` variables.
+"""The one place for what the whole platform shares: default ports and addresses, the
+production alias, and where caches live.
 
-Every service's settings resolve each value the same way: the command-line flag, else its
-``STEERLAB_*`` variable, else the default here. This module imports nothing of SteerLab's, so the
-core, the services and the command line can all use it at no cost.
+Every service's settings are read the same way, by :mod:`steerlab.serving.settings`: the
+command-line flag, else its ``STEERLAB_*`` variable, else the default. This module imports
+nothing of SteerLab's and no third-party package, so the core, the services and the command line
+can all use it at no cost.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ DEFAULT_PORTS: dict[str, Ports] = {
     "jobs": Ports(50054, 9467),
 }
 
+
+
+def default_address(service: str) -> str:
+    """Where a client looks for ``service`` when told nothing: ``localhost`` on its default port."""
+    return f"localhost:{DEFAULT_PORTS[service].grpc}"
+
+
 # The alias the platform serves when a request names no version of a vector set.
 PRODUCTION_ALIAS = "production"
 
@@ -35,21 +43,3 @@ PRODUCTION_ALIAS = "production"
 def steerlab_home() -> Path:
     """Root of SteerLab's caches and embedded data: ``$STEERLAB_HOME`` or ``~/.cache/steerlab``."""
     return Path(os.environ.get("STEERLAB_HOME", Path.home() / ".cache" / "steerlab"))
-
-
-def int_env(name: str, default: int) -> int:
-    """``$name`` as an integer, ``default`` when unset or empty; a clear error when not a number."""
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def chosen(flag: str | None, variable: str, default: str) -> str:
-    """A text setting: the flag when given, else ``$variable`` when set, else ``default``."""
-    if flag is not None:
-        return flag
-    return os.environ.get(variable) or default

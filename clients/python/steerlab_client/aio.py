@@ -32,11 +32,12 @@ from .channel import (
     RetryPolicy,
     auth_metadata,
     channel_options,
+    connect_services,
     remaining_s,
 )
 from .errors import ClientError
 from .inference import Answer, GenerateOptions, Message, SamplingOptions, _AnswerStream, generate_request
-from .platform import DEFAULT_ADDRESS, CalibrationResult, LearnResult, learn_result, with_strength
+from .platform import DEFAULT_ADDRESS, CalibrationResult, CalibrationRun, LearnResult, learn_result
 from .sessions import choose_request, create_request, user_turn_request
 
 _Response = TypeVar("_Response")
@@ -131,20 +132,17 @@ class AsyncSteerLab:
         retry: RetryPolicy = DEFAULT_RETRY,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        targets = {"sessions": sessions or address, "inference": inference or address}
-        connections: dict[str, AsyncConnection] = {}
-        for service, target in targets.items():
-            if not target:
-                raise ValueError(f"no address for the {service} service: pass address or {service}=")
-            if target not in connections:
-                connections[target] = AsyncConnection(
-                    target, token=token, retry=retry, max_message_bytes=max_message_bytes
-                )
-        self._sessions = connections[targets["sessions"] or ""]
-        self._inference = connections[targets["inference"] or ""]
+        connections = connect_services(
+            address,
+            {"sessions": sessions, "inference": inference},
+            lambda target: AsyncConnection(
+                target, token=token, retry=retry, max_message_bytes=max_message_bytes
+            ),
+        )
+        self._sessions, self._inference = connections["sessions"], connections["inference"]
         self._session_stub = sessions_pb2_grpc.SessionServiceStub(self._sessions.channel)
         self._inference_stub = inference_pb2_grpc.InferenceServiceStub(self._inference.channel)
-        self._connections = list(connections.values())
+        self._connections = list(dict.fromkeys(connections.values()))
         self.timeout_s = timeout_s
         self.generation_timeout_s = generation_timeout_s
         self._model: str | None = None
@@ -238,19 +236,13 @@ class AsyncSteerLab:
             session_id=session, dimensions=list(dimensions), rounds=rounds, restart=True
         )
         calibration = (await self._session_call("StartCalibration", start)).calibration
-        current = await self.get_session(session)
-        while calibration.HasField("pending"):
-            comparison = calibration.pending
+        run = CalibrationRun(calibration, await self.get_session(session))
+        while (comparison := run.comparison) is not None:
             left, right = await asyncio.gather(
-                *(
-                    self.generate(
-                        prompt, strengths=with_strength(current.strengths, comparison.dimension, s), **options
-                    )
-                    for s in (comparison.left, comparison.right)
-                )
+                *(self.generate(prompt, strengths=mix, **options) for mix in run.mixes())
             )
             side = choose(comparison, left.text, right.text)
             side = await side if inspect.isawaitable(side) else side
-            chosen = await self._session_call("ChooseComparison", choose_request(session, comparison, side))
-            calibration, current = chosen.calibration, chosen.session
-        return CalibrationResult(dict(current.strengths), tuple(calibration.results), current)
+            chosen = choose_request(session, comparison, side)
+            run.record(await self._session_call("ChooseComparison", chosen))
+        return run.result()

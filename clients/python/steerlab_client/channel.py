@@ -16,7 +16,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from .errors import ClientError
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _Response = TypeVar("_Response")
+_Connection = TypeVar("_Connection")
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,23 @@ class Connection:
                 time.sleep(self.retry.wait_or_raise(error, attempt, deadline))
             finally:
                 call.cancel()
+
+
+def connect_services(
+    address: str | None, targets: Mapping[str, str | None], connect: Callable[[str], _Connection]
+) -> dict[str, _Connection]:
+    """Each service's connection, by service name: to its own target, else to ``address``; services
+    at one target share one connection (``connect(target)`` is called once per distinct target)."""
+    by_target: dict[str, _Connection] = {}
+    connections = {}
+    for service, own_target in targets.items():
+        target = own_target or address
+        if not target:
+            raise ValueError(f"no address for the {service} service: pass address or {service}=")
+        if target not in by_target:
+            by_target[target] = connect(target)
+        connections[service] = by_target[target]
+    return connections
 
 
 def remaining_s(deadline: float | None) -> float | None:

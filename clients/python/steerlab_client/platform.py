@@ -22,7 +22,7 @@ from typing import Unpack
 
 from steerlab_api.v1 import sessions_pb2 as spb
 
-from .channel import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETRY, Connection, RetryPolicy
+from .channel import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETRY, Connection, RetryPolicy, connect_services
 from .inference import Answer, ChatStream, InferenceClient, Message, SamplingOptions
 from .jobs import JobClient
 from .registry import RegistryClient
@@ -76,23 +76,18 @@ class SteerLab:
         retry: RetryPolicy = DEFAULT_RETRY,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        connections: dict[str, Connection] = {}
-
-        def connect(target: str | None, service: str) -> Connection:
-            target = target or address
-            if not target:
-                raise ValueError(f"no address for the {service} service: pass address or {service}=")
-            if target not in connections:
-                connections[target] = Connection(
-                    target, token=token, timeout_s=timeout_s, retry=retry, max_message_bytes=max_message_bytes
-                )
-            return connections[target]
-
-        self.registry = RegistryClient(connect(registry, "registry"), timeout_s)
-        self.sessions = SessionClient(connect(sessions, "sessions"), timeout_s)
-        self.inference = InferenceClient(connect(inference, "inference"), generation_timeout_s)
-        self.jobs = JobClient(connect(jobs, "jobs"), timeout_s)
-        self._connections = list(connections.values())
+        connections = connect_services(
+            address,
+            {"registry": registry, "sessions": sessions, "inference": inference, "jobs": jobs},
+            lambda target: Connection(
+                target, token=token, timeout_s=timeout_s, retry=retry, max_message_bytes=max_message_bytes
+            ),
+        )
+        self.registry = RegistryClient(connections["registry"], timeout_s)
+        self.sessions = SessionClient(connections["sessions"], timeout_s)
+        self.inference = InferenceClient(connections["inference"], generation_timeout_s)
+        self.jobs = JobClient(connections["jobs"], timeout_s)
+        self._connections = list(dict.fromkeys(connections.values()))
         self._model: str | None = None
 
     def close(self) -> None:
@@ -177,27 +172,41 @@ class SteerLab:
         ``choose(comparison, left_text, right_text)`` returns "left" or "right".
         """
         calibration = self.sessions.start_calibration(session, list(dimensions), rounds, restart=True)
-        current = self.sessions.get(session)
+        run = CalibrationRun(calibration, self.sessions.get(session))
         with ThreadPoolExecutor(max_workers=2) as pool:
-            while calibration.HasField("pending"):
-                comparison = calibration.pending
-                answers = [
-                    pool.submit(
-                        self.inference.generate,
-                        prompt,
-                        strengths=with_strength(current.strengths, comparison.dimension, strength),
-                        **options,
-                    )
-                    for strength in (comparison.left, comparison.right)
-                ]
-                left, right = (answer.result().text for answer in answers)
-                chosen = self.sessions.choose(session, comparison, choose(comparison, left, right))
-                calibration, current = chosen.calibration, chosen.session
-        return CalibrationResult(dict(current.strengths), tuple(calibration.results), current)
+            while (comparison := run.comparison) is not None:
+                left, right = pool.map(
+                    lambda mix: self.inference.generate(prompt, strengths=mix, **options).text, run.mixes()
+                )
+                run.record(self.sessions.choose(session, comparison, choose(comparison, left, right)))
+        return run.result()
 
 
-def with_strength(strengths: Mapping[str, float], dimension: str, strength: float) -> dict[str, float]:
-    return {**strengths, dimension: strength}
+class CalibrationRun:
+    """CALIBRATE without I/O, shared by the synchronous and asyncio clients: the comparison
+    pending, the two strength mixes to answer it with, and the result once none is pending."""
+
+    def __init__(self, calibration: spb.Calibration, session: spb.Session) -> None:
+        self.calibration, self.session = calibration, session
+
+    @property
+    def comparison(self) -> spb.Comparison | None:
+        return self.calibration.pending if self.calibration.HasField("pending") else None
+
+    def mixes(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The session's strengths with the comparison's left, then right, strength for its dimension."""
+        comparison = self.calibration.pending
+        strengths = dict(self.session.strengths)
+        return (
+            {**strengths, comparison.dimension: comparison.left},
+            {**strengths, comparison.dimension: comparison.right},
+        )
+
+    def record(self, chosen: spb.ChooseComparisonResponse) -> None:
+        self.calibration, self.session = chosen.calibration, chosen.session
+
+    def result(self) -> CalibrationResult:
+        return CalibrationResult(dict(self.session.strengths), tuple(self.calibration.results), self.session)
 
 
 def learn_result(response: spb.AppendTurnResponse) -> LearnResult:

@@ -56,9 +56,16 @@ def _up(args: argparse.Namespace) -> None:
     platform = build_platform(settings)
     try:
         platform.jobs.start_background()
-        ensure_builtin_dimensions(platform, say=lambda line: print(f"steerlab up: {line}", flush=True))
+        # The extraction jobs register through the registry API on this server's own port, so
+        # they run once it listens, before the line that says the platform is ready.
         serve_from_command_line(
-            platform.server, "up", platform.describe(), foreground=platform.inference.engine
+            platform.server,
+            "up",
+            platform.describe(),
+            foreground=platform.inference.engine,
+            prepare=lambda: ensure_builtin_dimensions(
+                platform, say=lambda line: print(f"steerlab up: {line}", flush=True)
+            ),
         )
     finally:
         platform.close()

@@ -3,8 +3,9 @@
 The registry, session, job and inference services are the same servicers that run as separate
 processes in production; here they share one gRPC server, one ``/metrics`` endpoint and one
 database (SQLite in the data directory unless ``--database-url`` says otherwise). Extraction
-jobs run on an in-process Celery worker. The session and inference services reach each other
-through the server's own port, exactly as they would across the network.
+jobs run on an in-process Celery worker. The session, inference and job services reach each
+other (and the worker reaches the registry) through the server's own port, exactly as they
+would across the network.
 
 On first start the five built-in dimensions are extracted for the model by extraction jobs and
 registered under the alias ``production``; later starts find them in the registry.
@@ -13,14 +14,15 @@ registered under the alias ``production``; later starts find them in the registr
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, ClassVar, Self
 
 from prometheus_client import CollectorRegistry
+from pydantic import Field, field_validator
 
 from steerlab.inference.server import InferenceServer, InferenceSettings, build_inference_server
 from steerlab.jobs.server import JobServer, JobServiceSettings
@@ -28,11 +30,11 @@ from steerlab.jobs.spec import ExtractionJobSpec
 from steerlab.jobs.worker import WorkerSettings
 from steerlab.registry.server import registry_binding
 from steerlab.registry.store import RegistryStore
-from steerlab.serving import GrpcServer, ServerSettings
-from steerlab.sessions.learn import learn_method_from_env, make_interpreter
+from steerlab.serving import GrpcServer, ServerSettings, SteerLabSettings
+from steerlab.sessions.learn import LearnMethod, make_interpreter
 from steerlab.sessions.manager import SessionManager
 from steerlab.sessions.server import SessionSettings, open_session_manager, session_binding
-from steerlab.settings import DEFAULT_PORTS, PRODUCTION_ALIAS, int_env, steerlab_home
+from steerlab.settings import PRODUCTION_ALIAS, steerlab_home
 from steerlab.steering.catalog import BUILTIN_MODELS
 from steerlab.steering.datasets import BUILTIN_DIMENSIONS, builtin_dimensions
 from steerlab.steering.errors import UnavailableError
@@ -40,50 +42,38 @@ from steerlab.storage import open_database
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["up"]
+class PlatformSettings(SteerLabSettings):
+    """``steerlab up``: ``STEERLAB_MODEL``, ``STEERLAB_DATA_DIR``, ``STEERLAB_DATABASE_URL``,
+    ``STEERLAB_MAX_BATCH``, ``STEERLAB_LEARN_METHOD`` and ``STEERLAB_UP_*``."""
 
+    service: ClassVar[str] = "up"
 
-@dataclass(frozen=True)
-class PlatformSettings:
     model: str = "smollm2-135m"
-    data_dir: Path = field(default_factory=lambda: steerlab_home() / "platform")
+    data_dir: Path = Field(default_factory=lambda: steerlab_home() / "platform")
     database_url: str = ""  # empty: SQLite in data_dir
-    max_batch: int | None = None
-    learn_method: str = field(default_factory=learn_method_from_env)  # intent or paper
-    server: ServerSettings = field(
-        default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
-    )
+    max_batch: int | None = Field(default=None, ge=1)  # None: the engine's default
+    learn_method: LearnMethod = "intent"
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @field_validator("model")
+    @classmethod
+    def _builtin_or_absolute(cls, model: str) -> str:
+        return model if model in BUILTIN_MODELS else str(Path(model).resolve())
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, data_dir: Path) -> Path:
+        return data_dir.resolve()
 
     @classmethod
-    def from_env(
-        cls,
-        model: str | None = None,
-        data_dir: str | None = None,
-        database_url: str | None = None,
-        max_batch: int | None = None,
-        host: str | None = None,
-        port: int | None = None,
-        metrics_port: int | None = None,
-        learn_method: str | None = None,
-    ) -> PlatformSettings:
-        """Flags win over ``STEERLAB_MODEL``, ``STEERLAB_DATA_DIR``, ``STEERLAB_DATABASE_URL``,
-        ``STEERLAB_MAX_BATCH``, ``STEERLAB_LEARN_METHOD``, ``STEERLAB_TOKEN`` and the
-        ``STEERLAB_UP_*`` server variables."""
-        server = ServerSettings.from_env(
-            "up", DEFAULT_PORT, DEFAULT_METRICS_PORT, host=host, port=port, metrics_port=metrics_port
-        )
-        if server.port == 0:  # the services call each other through this port, so fix it now
-            server = replace(server, port=free_port(server.host))
-        model = model or os.environ.get("STEERLAB_MODEL", "smollm2-135m")
-        chosen_dir = data_dir or os.environ.get("STEERLAB_DATA_DIR")
-        return cls(
-            model=model if model in BUILTIN_MODELS else str(Path(model).resolve()),
-            data_dir=Path(chosen_dir).resolve() if chosen_dir else steerlab_home() / "platform",
-            database_url=database_url or os.environ.get("STEERLAB_DATABASE_URL", ""),
-            max_batch=max_batch or int_env("STEERLAB_MAX_BATCH", 0) or None,
-            learn_method=learn_method or learn_method_from_env(),
-            server=server,
-        )
+    def from_env(cls, **flags: Any) -> Self:
+        """As :meth:`SteerLabSettings.from_env`; port 0 is replaced by a free port at once,
+        since the services call each other through it."""
+        settings = super().from_env(**flags)
+        if settings.server.port != 0:
+            return settings
+        server = settings.server.model_copy(update={"port": free_port(settings.server.host)})
+        return settings.model_copy(update={"server": server})
 
     @property
     def database(self) -> str:
@@ -131,7 +121,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
     """Open the stores, load the model and the LEARN interpreter, and build the one server."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = CollectorRegistry()
-    internal = replace(settings.server, port=0, metrics_port=None)  # only their token matters
+    internal = settings.server.model_copy(update={"port": 0, "metrics_port": None})  # only the token matters
     registry = RegistryStore(open_database(settings.database))
     # The catalog reads this server's registry, which is not listening yet: warm LEARN up on
     # the built-in dimensions instead (the catalog itself is read per request, later).
@@ -142,7 +132,14 @@ def build_platform(settings: PlatformSettings) -> Platform:
         interpreter,
     )
     jobs = JobServer(
-        JobServiceSettings(worker=WorkerSettings(database_url=settings.database), server=internal), metrics
+        JobServiceSettings(
+            # No broker: the in-process worker runs the jobs, whatever STEERLAB_BROKER_URL says.
+            worker=WorkerSettings(
+                database_url=settings.database, registry=settings.own_address, broker_url=""
+            ),
+            server=internal,
+        ),
+        metrics,
     )
     inference_settings = InferenceSettings(
         model=settings.model,
@@ -152,7 +149,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
     )
     if settings.max_batch:
         engine = replace(inference_settings.engine, max_batch=settings.max_batch)
-        inference_settings = replace(inference_settings, engine=engine)
+        inference_settings = inference_settings.model_copy(update={"engine": engine})
     inference = build_inference_server(inference_settings, start_engine=False, metrics_registry=metrics)
     bindings = [
         registry_binding(registry),

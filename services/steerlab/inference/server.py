@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Self
 
 from prometheus_client import CollectorRegistry
+from pydantic import Field
 
-from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
-from steerlab.settings import DEFAULT_PORTS, chosen, int_env
+from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, SteerLabSettings
+from steerlab.settings import default_address
 from steerlab.steering.engine import EngineSettings, InferenceEngine, ModelRunner
 from steerlab.steering.models import load_model
 from steerlab_api.v1 import inference_pb2_grpc
@@ -19,66 +21,41 @@ from .placement import Placement
 from .service import SERVICE_NAME, InferenceServicer, SessionLink
 from .vectors import RegistrySource, VectorSetCache, VectorSource
 
-DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["inference"]
-DEFAULT_REGISTRY = f"localhost:{DEFAULT_PORTS['registry'].grpc}"
+DEFAULT_REGISTRY = default_address("registry")
+ENGINE_FIELDS = tuple(f.name for f in fields(EngineSettings))
 
 
-@dataclass(frozen=True)
-class InferenceSettings:
+class InferenceSettings(SteerLabSettings):
+    """``steerlab inference serve``: ``STEERLAB_MODEL``, ``STEERLAB_REGISTRY``,
+    ``STEERLAB_SESSIONS``, ``STEERLAB_TENSOR_PARALLEL``, ``STEERLAB_DEVICE``, ``STEERLAB_DTYPE``,
+    the engine's ``STEERLAB_MAX_BATCH``, ``_MAX_BATCH_TOKENS``, ``_MAX_QUEUE``, ``_MAX_NEW_TOKENS``,
+    and ``STEERLAB_INFERENCE_*``."""
+
+    service: ClassVar[str] = "inference"
+    nested_variables: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "engine": {name: f"STEERLAB_{name.upper()}" for name in ENGINE_FIELDS}
+    }
+
     model: str = "smollm2-135m"
     # The registry service (HOST:PORT) the vector sets come from, over its gRPC API.
     registry: str = DEFAULT_REGISTRY
     # A session service HOST:PORT for requests that name a session; empty: none.
     sessions: str = ""
-    tensor_parallel: int = 1
+    tensor_parallel: int = Field(default=1, ge=1)
     device: str = "auto"  # "auto": the GPU when there is one
     dtype: str = "auto"  # "auto": bfloat16 on a GPU, float32 on the CPU
-    engine: EngineSettings = field(default_factory=EngineSettings)
-    default_max_new_tokens: int = 256
-    resolve_ttl_s: float = 2.0
-    server: ServerSettings = field(
-        default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
-    )
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    default_max_new_tokens: int = Field(default=256, ge=1)
+    resolve_ttl_s: float = Field(default=2.0, ge=0)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @classmethod
-    def from_env(
-        cls,
-        model: str | None = None,
-        registry: str | None = None,
-        sessions: str | None = None,
-        tensor_parallel: int | None = None,
-        max_batch: int | None = None,
-        host: str | None = None,
-        port: int | None = None,
-        metrics_port: int | None = None,
-    ) -> InferenceSettings:
-        """Flags win over ``STEERLAB_MODEL``, ``STEERLAB_REGISTRY``, ``STEERLAB_SESSIONS``,
-        ``STEERLAB_TENSOR_PARALLEL``, ``STEERLAB_MAX_BATCH``, ``STEERLAB_MAX_BATCH_TOKENS``,
-        ``STEERLAB_MAX_QUEUE``, ``STEERLAB_DEVICE``, ``STEERLAB_DTYPE`` and the
-        ``STEERLAB_INFERENCE_*`` server variables."""
-        engine = EngineSettings(
-            max_batch=max_batch or int_env("STEERLAB_MAX_BATCH", EngineSettings.max_batch),
-            max_batch_tokens=int_env("STEERLAB_MAX_BATCH_TOKENS", EngineSettings.max_batch_tokens),
-            max_queue=int_env("STEERLAB_MAX_QUEUE", EngineSettings.max_queue),
-            max_new_tokens=int_env("STEERLAB_MAX_NEW_TOKENS", EngineSettings.max_new_tokens),
-        )
-        return cls(
-            model=model or os.environ.get("STEERLAB_MODEL", "smollm2-135m"),
-            registry=chosen(registry, "STEERLAB_REGISTRY", DEFAULT_REGISTRY),
-            sessions=chosen(sessions, "STEERLAB_SESSIONS", ""),
-            tensor_parallel=tensor_parallel or int_env("STEERLAB_TENSOR_PARALLEL", 1),
-            device=os.environ.get("STEERLAB_DEVICE", "auto"),
-            dtype=os.environ.get("STEERLAB_DTYPE", "auto"),
-            engine=engine,
-            server=ServerSettings.from_env(
-                "inference",
-                DEFAULT_PORT,
-                DEFAULT_METRICS_PORT,
-                host=host,
-                port=port,
-                metrics_port=metrics_port,
-            ),
-        )
+    def from_env(cls, **flags: Any) -> Self:
+        """As :meth:`SteerLabSettings.from_env`; ``max_batch`` is the engine's."""
+        max_batch = flags.pop("max_batch", None)
+        if max_batch is not None:
+            flags["engine"] = {"max_batch": max_batch}
+        return super().from_env(**flags)
 
     def placement(self) -> Placement:
         """Where the model lives: all that loading it needs."""

@@ -6,7 +6,3 @@
 - ``service`` / ``server`` / ``cli``: ``steerlab.v1.JobService``, the lease monitor and metrics,
   ``steerlab jobs ...`` and ``steerlab worker``.
 """
-
-from steerlab.settings import DEFAULT_PORTS
-
-DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["jobs"]

@@ -15,9 +15,10 @@ from steerlab.cli_options import (
     extraction_parameters,
     parse_labels,
 )
-from steerlab.settings import DEFAULT_PORTS
+from steerlab.settings import default_address
 
-DEFAULT_SERVER = f"localhost:{DEFAULT_PORTS['jobs'].grpc}"
+DEFAULT_SERVER = default_address("jobs")
+DEFAULT_REGISTRY = default_address("registry")
 BAR_WIDTH = 30
 
 
@@ -28,6 +29,7 @@ def add_commands(commands: Any) -> None:
     serve.add_argument(
         "--broker-url", help="Celery broker, e.g. redis://127.0.0.1:6379/0 (default: in-process worker)"
     )
+    _add_registry_option(serve, "the in-process worker registers results with")
     serve.set_defaults(run=_serve)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -66,17 +68,29 @@ def add_commands(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run a Celery worker for extraction jobs")
     worker.add_argument("--broker-url", help="default: $STEERLAB_BROKER_URL")
     worker.add_argument("--database-url", help="the job service's database (default: $STEERLAB_DATABASE_URL)")
+    _add_registry_option(worker, "results are registered with")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (each loads a model)")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(run=_worker)
 
 
+def _add_registry_option(parser: argparse.ArgumentParser, purpose: str) -> None:
+    parser.add_argument(
+        "--registry",
+        help=f"registry HOST:PORT {purpose} (default: $STEERLAB_REGISTRY or {DEFAULT_REGISTRY})",
+    )
+
+
 def _serve(args: argparse.Namespace) -> None:
     from steerlab.jobs.server import JobServer, JobServiceSettings
+    from steerlab.jobs.worker import WorkerSettings
     from steerlab.serving.server import serve_from_command_line
 
+    worker = WorkerSettings.from_env(
+        database_url=args.database_url, broker_url=args.broker_url, registry=args.registry
+    )
     settings = JobServiceSettings.from_env(
-        args.database_url, args.broker_url, args.host, args.port, args.metrics_port
+        worker=worker, host=args.host, port=args.port, metrics_port=args.metrics_port
     )
     server = JobServer(settings)
     try:
@@ -89,7 +103,10 @@ def _serve(args: argparse.Namespace) -> None:
 def _worker(args: argparse.Namespace) -> None:
     from steerlab.jobs.worker import QUEUE, WorkerSettings, worker_app
 
-    app = worker_app(WorkerSettings.from_env(args.database_url, args.broker_url))
+    settings = WorkerSettings.from_env(
+        database_url=args.database_url, broker_url=args.broker_url, registry=args.registry
+    )
+    app = worker_app(settings)
     hostname = f"steerlab@{os.uname().nodename}.{os.getpid()}"
     options = ["--queues", QUEUE, "--concurrency", str(args.concurrency), "--loglevel", args.loglevel]
     app.worker_main(["worker", *options, "--without-gossip", "--without-mingle", "--hostname", hostname])

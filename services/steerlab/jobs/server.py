@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 from prometheus_client import CollectorRegistry, Gauge, Histogram
+from pydantic import Field
 
-from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
+from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, SteerLabSettings
 from steerlab.storage import open_database
 from steerlab_api.v1 import jobs_pb2_grpc
 
-from . import DEFAULT_METRICS_PORT, DEFAULT_PORT
 from .service import SERVICE_NAME, JobServicer
 from .store import QUEUED, STATES, JobStore
 from .worker import EXTRACT_TASK, WorkerSettings, create_celery
@@ -31,35 +30,19 @@ log = logging.getLogger(__name__)
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 
-@dataclass(frozen=True)
-class JobServiceSettings:
-    worker: WorkerSettings = field(default_factory=WorkerSettings)
-    server: ServerSettings = field(
-        default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
-    )
-    watch_poll_s: float = 0.5
+class JobServiceSettings(SteerLabSettings):
+    """``steerlab jobs serve``: the variables of :class:`WorkerSettings` and ``STEERLAB_JOBS_*``."""
+
+    service: ClassVar[str] = "jobs"
+
+    worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    watch_poll_s: float = Field(default=0.5, gt=0)
 
     @property
     def monitor_interval_s(self) -> float:
         """How often expired leases are looked for and the gauges refreshed."""
-        return min(5.0, self.worker.lease_s / 3)
-
-    @classmethod
-    def from_env(
-        cls,
-        database_url: str | None = None,
-        broker_url: str | None = None,
-        host: str | None = None,
-        port: int | None = None,
-        metrics_port: int | None = None,
-    ) -> JobServiceSettings:
-        """Flags win over the variables of :meth:`WorkerSettings.from_env` and ``STEERLAB_JOBS_*``."""
-        return cls(
-            worker=WorkerSettings.from_env(database_url, broker_url),
-            server=ServerSettings.from_env(
-                "jobs", DEFAULT_PORT, DEFAULT_METRICS_PORT, host=host, port=port, metrics_port=metrics_port
-            ),
-        )
+        return min(5.0, self.worker.job_lease_s / 3)
 
 
 class JobMetrics:
@@ -183,4 +166,4 @@ class JobServer:
         broker = (
             maybe_sanitize_url(worker.broker_url) if worker.broker_url else "in-process worker, no broker"
         )
-        return f"database {self.store.database.description}; broker {broker}; lease {worker.lease_s:g} s"
+        return f"database {self.store.database.description}; broker {broker}; lease {worker.job_lease_s:g} s"

@@ -8,12 +8,13 @@ Reliability comes from the job records, not from the broker alone:
 - a worker *claims* the job before running it and renews a lease while it runs; the job service
   puts a job whose lease ran out back on the queue, so a killed worker's job is run again by
   another worker within about one lease, whatever the broker does with the old message;
-- the registry write carries the job id as its idempotency key, so a job that runs twice (its
-  first worker died after registering) registers one version, not two;
+- the result is registered through the registry's gRPC API (``--registry``), never its tables,
+  with the job id as the request id: a job that runs twice (its first worker died after
+  registering) registers one version, not two;
 - a job that fails says why and registers nothing; one whose workers keep dying is given up
-  after ``max_attempts``.
+  after ``job_max_attempts``.
 
-Time limits: ``soft_time_limit_s`` ends a job as failed with a clear reason; ``time_limit_s``
+Time limits: ``job_soft_time_limit_s`` ends a job as failed with a clear reason; ``time_limit_s``
 (later) kills the worker process if the job ignores the soft limit. The broker's visibility
 timeout (Redis) must outlast the hard limit, or Redis would hand a still-running job to a
 second worker; it is set to the hard limit plus ten minutes. The in-process worker of the
@@ -24,19 +25,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import Field, model_validator
 
-from steerlab.registry.store import RegistryStore
-from steerlab.settings import chosen, int_env
+from steerlab.serving import SteerLabSettings
+from steerlab.settings import default_address
 from steerlab.steering.datasets import Dimension
-from steerlab.steering.errors import AlreadyExistsError, NotFoundError, SteerLabError
+from steerlab.steering.errors import NotFoundError, SteerLabError
 from steerlab.storage import open_database, resolve_database_url
+from steerlab_client import AlreadyExists, ClientError, RegistryClient
 
 from .store import JobInterrupted, JobRecord, JobResult, JobStore
 
@@ -47,44 +48,39 @@ QUEUE = "steerlab.jobs"
 IN_PROCESS_BROKER = "memory://localhost/"  # with a host: kombu warns about none given
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    """How jobs are delivered and run; shared by the job service and its workers."""
+class WorkerSettings(SteerLabSettings):
+    """How jobs are delivered and run; shared by the job service and its workers.
 
-    database_url: str = field(default_factory=resolve_database_url)
+    ``STEERLAB_DATABASE_URL``, ``STEERLAB_REGISTRY``, ``STEERLAB_BROKER_URL`` and
+    ``STEERLAB_JOB_LEASE_S``, ``_SOFT_TIME_LIMIT_S``, ``_TIME_LIMIT_S``, ``_MAX_ATTEMPTS``, ``_DEVICE``.
+    """
+
+    database_url: str = Field(default_factory=resolve_database_url)
+    # The registry service (HOST:PORT) that results are registered with, over its gRPC API.
+    registry: str = Field(default_factory=lambda: default_address("registry"))
     # "" means the embedded default: an in-process broker, jobs run by the job service itself.
     broker_url: str = ""
-    lease_s: float = 30.0
-    soft_time_limit_s: int = 3600
-    time_limit_s: int = 3900
-    max_attempts: int = 3
-    device: str = "cpu"
+    job_lease_s: float = Field(default=30.0, gt=0)
+    job_soft_time_limit_s: int = Field(default=3600, gt=0)
+    # 0: the soft limit plus five minutes.
+    job_time_limit_s: int = Field(default=0, ge=0)
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_device: str = "cpu"
 
-    def __post_init__(self) -> None:
-        if self.lease_s <= 0 or self.max_attempts < 1:
-            raise ValueError("the lease must be positive and max_attempts at least 1")
-        if not 0 < self.soft_time_limit_s < self.time_limit_s:
-            raise ValueError("the soft time limit must be positive and below the hard one")
+    @model_validator(mode="after")
+    def _limits_in_order(self) -> Self:
+        if 0 < self.job_time_limit_s <= self.job_soft_time_limit_s:
+            raise ValueError("the soft time limit must be below the hard one")
+        return self
+
+    @property
+    def time_limit_s(self) -> int:
+        """The hard limit: after it, the worker process is killed."""
+        return self.job_time_limit_s or self.job_soft_time_limit_s + 300
 
     @property
     def visibility_timeout_s(self) -> int:
         return self.time_limit_s + 600
-
-    @classmethod
-    def from_env(cls, database_url: str | None = None, broker_url: str | None = None) -> WorkerSettings:
-        """Arguments win over ``STEERLAB_DATABASE_URL``, ``STEERLAB_BROKER_URL``,
-        ``STEERLAB_JOB_LEASE_S``, ``STEERLAB_JOB_SOFT_TIME_LIMIT_S``, ``STEERLAB_JOB_TIME_LIMIT_S``,
-        ``STEERLAB_JOB_MAX_ATTEMPTS`` and ``STEERLAB_JOB_DEVICE``."""
-        soft = int_env("STEERLAB_JOB_SOFT_TIME_LIMIT_S", cls.soft_time_limit_s)
-        return cls(
-            database_url=resolve_database_url(database_url),
-            broker_url=chosen(broker_url, "STEERLAB_BROKER_URL", ""),
-            lease_s=float(os.environ.get("STEERLAB_JOB_LEASE_S") or cls.lease_s),
-            soft_time_limit_s=soft,
-            time_limit_s=int_env("STEERLAB_JOB_TIME_LIMIT_S", soft + 300),
-            max_attempts=int_env("STEERLAB_JOB_MAX_ATTEMPTS", cls.max_attempts),
-            device=os.environ.get("STEERLAB_JOB_DEVICE", cls.device),
-        )
 
 
 def create_celery(settings: WorkerSettings) -> Celery:
@@ -94,7 +90,7 @@ def create_celery(settings: WorkerSettings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_soft_time_limit=settings.soft_time_limit_s,
+        task_soft_time_limit=settings.job_soft_time_limit_s,
         task_time_limit=settings.time_limit_s,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
@@ -121,13 +117,13 @@ def worker_app(settings: WorkerSettings) -> Celery:
 
 
 class WorkerContext:
-    """A worker process's connections and its most recently loaded model."""
+    """A worker process's job store, registry client and most recently loaded model."""
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        database = open_database(settings.database_url)
-        self.jobs = JobStore(database)
-        self.registry = RegistryStore(database)
+        self.jobs = JobStore(open_database(settings.database_url))
+        # A vector set file can take a while to send; the default retries ride out a restart.
+        self.registry = RegistryClient(settings.registry, timeout_s=120.0)
         self._model: Any = None
         self._model_lock = threading.Lock()
 
@@ -140,7 +136,7 @@ class WorkerContext:
         with self._model_lock:
             if self._model is None or self._model.name != name:
                 self._model = None  # free the old one before loading the next
-                self._model = load_model(name, device=self.settings.device)
+                self._model = load_model(name, device=self.settings.job_device)
             return self._model
 
 
@@ -194,7 +190,7 @@ def run_job(job_id: str, context: WorkerContext) -> None:
     """Claim and run one extraction job; every outcome is written to its record."""
     settings, jobs = context.settings, context.jobs
     try:
-        job = jobs.claim(job_id, settings.lease_s, settings.max_attempts)
+        job = jobs.claim(job_id, settings.job_lease_s, settings.job_max_attempts)
     except NotFoundError:
         log.warning("job %s: no such job in %s; message dropped", job_id, jobs.database.description)
         return
@@ -204,13 +200,15 @@ def run_job(job_id: str, context: WorkerContext) -> None:
     attempt = job.attempts
     log.info("job %s: attempt %d, %s on %s", job_id, attempt, job.dimension, job.spec.model)
     try:
-        with Lease(jobs, job_id, attempt, settings.lease_s) as lease:
+        with Lease(jobs, job_id, attempt, settings.job_lease_s) as lease:
             try:
                 result = extract_and_register(job, context, lease)
             except SoftTimeLimitExceeded:
-                jobs.fail(job_id, attempt, f"over the soft time limit of {settings.soft_time_limit_s} s")
+                jobs.fail(job_id, attempt, f"over the soft time limit of {settings.job_soft_time_limit_s} s")
             except SteerLabError as exc:
                 jobs.fail(job_id, attempt, str(exc))
+            except ClientError as exc:
+                jobs.fail(job_id, attempt, f"the registry at {settings.registry} refused the result: {exc}")
             except JobInterrupted:
                 raise
             except Exception as exc:
@@ -240,21 +238,24 @@ def extract_and_register(job: JobRecord, context: WorkerContext, lease: Lease) -
     vector_set = extract_cached(lm, dataset, spec.config, on_progress=on_progress)
     lease.progress("registering", 95.0, "storing the vector set in the registry")
     ensure_dimension(context.registry, dataset.dimension)
-    record = context.registry.create_vector_set(
-        vector_set,
-        author=spec.author or "steerlab-jobs",
+    pushed = context.registry.push(
+        vector_set.to_bytes(),
         labels={**spec.labels, "job": job.job_id},
+        author=spec.author or "steerlab-jobs",
         request_id=job.job_id,
     )
+    digest = pushed.model.weights_digest
     if spec.alias:
-        context.registry.set_alias(record.dimension, record.model_digest, spec.alias, record.version, "job")
-    return JobResult(record.dimension, record.model_digest, record.version, spec.alias)
+        context.registry.set_alias(
+            pushed.dimension, pushed.version, spec.alias, model=digest, updated_by="job"
+        )
+    return JobResult(pushed.dimension, digest, pushed.version, spec.alias)
 
 
-def ensure_dimension(registry: RegistryStore, dimension: Dimension) -> None:
-    """Register a custom dataset's dimension on first use (a differing one is refused later)."""
-    try:
-        registry.get_dimension(dimension.name)
-    except NotFoundError:
-        with contextlib.suppress(AlreadyExistsError):  # another worker registered it just now
-            registry.create_dimension(dimension)
+def ensure_dimension(registry: RegistryClient, dimension: Dimension) -> None:
+    """Register a custom dataset's dimension on first use; one that exists already is kept (the
+    registry refuses a vector set whose poles differ from its dimension's)."""
+    with contextlib.suppress(AlreadyExists):
+        registry.create_dimension(
+            dimension.name, dimension.negative_pole, dimension.positive_pole, dimension.description
+        )

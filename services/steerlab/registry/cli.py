@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from steerlab.cli_options import add_address_option, add_serve_command, parse_labels
-from steerlab.settings import DEFAULT_PORTS
+from steerlab.settings import default_address
 
-DEFAULT_REGISTRY = f"localhost:{DEFAULT_PORTS['registry'].grpc}"
+DEFAULT_REGISTRY = default_address("registry")
 
 
 def add_commands(commands: Any) -> None:
@@ -69,7 +69,9 @@ def _serve(args: argparse.Namespace) -> None:
     from steerlab.registry.server import RegistrySettings, build_registry_server
     from steerlab.serving.server import serve_from_command_line
 
-    settings = RegistrySettings.from_env(args.database_url, args.host, args.port, args.metrics_port)
+    settings = RegistrySettings.from_env(
+        database_url=args.database_url, host=args.host, port=args.port, metrics_port=args.metrics_port
+    )
     server, store = build_registry_server(settings)
     try:
         serve_from_command_line(server, "registry", f"database {store.database.description}")

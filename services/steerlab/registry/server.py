@@ -2,47 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import ClassVar
 
-from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
-from steerlab.settings import DEFAULT_PORTS
+from pydantic import Field
+
+from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, SteerLabSettings
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import registry_pb2_grpc
 
 from .service import SERVICE_NAME, RegistryServicer
 from .store import RegistryStore
 
-DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["registry"]
 
+class RegistrySettings(SteerLabSettings):
+    """``steerlab registry serve``: ``STEERLAB_DATABASE_URL`` and ``STEERLAB_REGISTRY_*``."""
 
-@dataclass(frozen=True)
-class RegistrySettings:
-    database_url: str = field(default_factory=resolve_database_url)
-    server: ServerSettings = field(
-        default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
-    )
+    service: ClassVar[str] = "registry"
 
-    @classmethod
-    def from_env(
-        cls,
-        database_url: str | None = None,
-        host: str | None = None,
-        port: int | None = None,
-        metrics_port: int | None = None,
-    ) -> RegistrySettings:
-        """Flags win over ``STEERLAB_DATABASE_URL`` and the ``STEERLAB_REGISTRY_*`` variables
-        (see :meth:`ServerSettings.from_env`), which win over the defaults."""
-        return cls(
-            database_url=resolve_database_url(database_url),
-            server=ServerSettings.from_env(
-                "registry",
-                DEFAULT_PORT,
-                DEFAULT_METRICS_PORT,
-                host=host,
-                port=port,
-                metrics_port=metrics_port,
-            ),
-        )
+    database_url: str = Field(default_factory=resolve_database_url)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
 
 def registry_binding(store: RegistryStore) -> ServiceBinding:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -17,64 +16,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from steerlab.settings import int_env
 from steerlab.steering.errors import UnavailableError
 
 from .auth import TokenInterceptor
 from .metrics import ObservingInterceptor, RpcMetrics, short_service_name
+from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Where and how a service listens. Port 0 picks a free port; metrics_port None disables /metrics.
-
-    With a ``token``, every call except health checks and reflection must carry it
-    (``authorization: Bearer <token>``); see :mod:`steerlab.serving.auth`.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 50051
-    metrics_port: int | None = 9464
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    token: str = field(default="", repr=False)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be within 0..65535, got {self.port}")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"metrics port must be within 0..65535, got {self.metrics_port}")
-        if self.max_message_bytes < 1024:
-            raise ValueError(f"max message size must be at least 1024 bytes, got {self.max_message_bytes}")
-
-    @classmethod
-    def from_env(
-        cls,
-        service: str,
-        default_port: int,
-        default_metrics_port: int,
-        host: str | None = None,
-        port: int | None = None,
-        metrics_port: int | None = None,
-    ) -> ServerSettings:
-        """Flags (the arguments) win over ``STEERLAB_<SERVICE>_HOST``, ``_PORT`` and
-        ``_METRICS_PORT`` (``off`` disables /metrics), ``STEERLAB_MAX_MESSAGE_BYTES`` and
-        ``STEERLAB_TOKEN``, which win over the defaults."""
-        prefix = f"STEERLAB_{service.upper()}_"
-        metrics_env = os.environ.get(prefix + "METRICS_PORT", "")
-        if metrics_port is None and metrics_env != "off":
-            metrics_port = int_env(prefix + "METRICS_PORT", default_metrics_port)
-        return cls(
-            host=host or os.environ.get(prefix + "HOST") or "127.0.0.1",
-            port=port if port is not None else int_env(prefix + "PORT", default_port),
-            metrics_port=metrics_port,
-            max_message_bytes=int_env("STEERLAB_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
-            token=os.environ.get("STEERLAB_TOKEN", ""),
-        )
-
 
 @dataclass(frozen=True)
 class ServiceBinding:
@@ -157,6 +105,13 @@ class GrpcServer:
             self.metrics_port = int(http.server_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
+    async def prepare(self, work: Callable[[], None]) -> None:
+        """Run blocking ``work`` that needs this server listening (e.g. jobs that call its own
+        services) on a worker thread, reporting NOT_SERVING to health checks until it is done."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.to_thread(work)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
     async def stop(self, grace_s: float = 5.0) -> None:
         """Report NOT_SERVING, let calls in flight finish (up to ``grace_s``), then stop."""
         if self._server is None:
@@ -170,11 +125,17 @@ class GrpcServer:
             self._metrics_http = None
 
 
-async def run_until_signalled(server: GrpcServer, on_started: Callable[[], None] | None = None) -> None:
+async def run_until_signalled(
+    server: GrpcServer, on_started: Callable[[], Awaitable[None]] | None = None
+) -> None:
     """Start ``server`` and serve until SIGINT or SIGTERM, then stop gracefully."""
     await server.start()
     if on_started is not None:
-        on_started()
+        try:
+            await on_started()
+        except BaseException:
+            await server.stop()
+            raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -192,30 +153,47 @@ class Foreground(Protocol):
 
 
 def serve_from_command_line(
-    server: GrpcServer, name: str, details: str, foreground: Foreground | None = None
+    server: GrpcServer,
+    name: str,
+    details: str,
+    foreground: Foreground | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> None:
     """What ``steerlab <service> serve`` does: log, announce one line when ready, serve until signalled.
 
     With ``foreground``, gRPC runs on a second thread and ``foreground.run_forever()`` on this
-    one; a signal stops the server gracefully first, then the foreground work.
+    one; a signal stops the server gracefully first, then the foreground work. ``prepare`` runs
+    once the port listens and before the announcement (see :meth:`GrpcServer.prepare`).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ready = announce_when_ready(server, name, details, prepare)
+    if foreground is None:
+        asyncio.run(run_until_signalled(server, on_started=ready))
+        return
+    _serve_beside(server, ready, foreground)
+
+
+def announce_when_ready(
+    server: GrpcServer, name: str, details: str, prepare: Callable[[], None] | None
+) -> Callable[[], Awaitable[None]]:
+    """What to do once the port listens: ``prepare``, then print the one line that says ready."""
     settings = server.settings
 
-    def announce() -> None:
+    async def ready() -> None:
+        if prepare is not None:
+            await server.prepare(prepare)
         metrics = f"http://{settings.host}:{server.metrics_port}/metrics" if server.metrics_port else "off"
         print(
             f"steerlab {name} serving on {settings.host}:{server.port} ({details}; metrics {metrics})",
             flush=True,
         )
 
-    if foreground is None:
-        asyncio.run(run_until_signalled(server, on_started=announce))
-        return
-    _serve_beside(server, announce, foreground)
+    return ready
 
 
-def _serve_beside(server: GrpcServer, announce: Callable[[], None], foreground: Foreground) -> None:
+def _serve_beside(
+    server: GrpcServer, ready: Callable[[], Awaitable[None]], foreground: Foreground
+) -> None:
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     failures: list[BaseException] = []
@@ -223,10 +201,12 @@ def _serve_beside(server: GrpcServer, announce: Callable[[], None], foreground: 
     async def serve() -> None:
         try:
             await server.start()
-            announce()
-            await stop.wait()
-            log.info("stopping")
-            await server.stop()
+            try:
+                await ready()
+                await stop.wait()
+                log.info("stopping")
+            finally:
+                await server.stop()
         except BaseException as exc:
             failures.append(exc)
         finally:

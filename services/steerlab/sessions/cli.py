@@ -28,7 +28,12 @@ def _serve(args: argparse.Namespace) -> None:
     from steerlab.sessions.server import SessionSettings, build_session_server
 
     settings = SessionSettings.from_env(
-        args.database_url, args.registry, args.host, args.port, args.metrics_port, args.learn_method
+        database_url=args.database_url,
+        registry=args.registry,
+        learn_method=args.learn_method,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
     )
     server, manager = build_session_server(settings)
     try:

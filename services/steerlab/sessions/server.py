@@ -3,61 +3,34 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from typing import ClassVar
 
-from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding
-from steerlab.settings import DEFAULT_PORTS, chosen
+from pydantic import Field
+
+from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, SteerLabSettings
 from steerlab.steering.errors import UnavailableError
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import sessions_pb2_grpc
 
 from .catalog import DimensionCatalog, RegistryCatalog, StaticCatalog
-from .learn import FeedbackInterpreter, learn_method_from_env, make_interpreter
+from .learn import FeedbackInterpreter, LearnMethod, make_interpreter
 from .manager import SessionManager
 from .service import SERVICE_NAME, SessionServicer
 from .store import SessionStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT, DEFAULT_METRICS_PORT = DEFAULT_PORTS["sessions"]
+class SessionSettings(SteerLabSettings):
+    """``steerlab sessions serve``: ``STEERLAB_DATABASE_URL``, ``STEERLAB_REGISTRY``,
+    ``STEERLAB_LEARN_METHOD`` and ``STEERLAB_SESSIONS_*``."""
 
+    service: ClassVar[str] = "sessions"
 
-@dataclass(frozen=True)
-class SessionSettings:
-    database_url: str = field(default_factory=resolve_database_url)
+    database_url: str = Field(default_factory=resolve_database_url)
     # The registry whose dimensions sessions may use; empty: the five built-in dimensions.
     registry: str = ""
-    learn_method: str = field(default_factory=learn_method_from_env)  # intent or paper
-    server: ServerSettings = field(
-        default_factory=lambda: ServerSettings(port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
-    )
-
-    @classmethod
-    def from_env(
-        cls,
-        database_url: str | None = None,
-        registry: str | None = None,
-        host: str | None = None,
-        port: int | None = None,
-        metrics_port: int | None = None,
-        learn_method: str | None = None,
-    ) -> SessionSettings:
-        """Flags win over ``STEERLAB_DATABASE_URL``, ``STEERLAB_REGISTRY``,
-        ``STEERLAB_LEARN_METHOD`` and the ``STEERLAB_SESSIONS_*`` variables (see
-        :meth:`ServerSettings.from_env`)."""
-        return cls(
-            database_url=resolve_database_url(database_url),
-            registry=chosen(registry, "STEERLAB_REGISTRY", ""),
-            learn_method=learn_method or learn_method_from_env(),
-            server=ServerSettings.from_env(
-                "sessions",
-                DEFAULT_PORT,
-                DEFAULT_METRICS_PORT,
-                host=host,
-                port=port,
-                metrics_port=metrics_port,
-            ),
-        )
+    learn_method: LearnMethod = "intent"
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
 
 def session_binding(manager: SessionManager) -> ServiceBinding:

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-import os
+from typing import Literal, get_args
 
 from steerlab.evaluation.embedding import Embedder
 from steerlab.steering.errors import SteerLabError
@@ -21,12 +21,9 @@ from .paper import PaperReader
 from .text import MAX_READ_CHARACTERS, split_clauses
 from .update import FeedbackInterpreter, Reading, Signal, apply_signals
 
-LEARN_METHODS = ("intent", "paper")
-
-
-def learn_method_from_env() -> str:
-    """``$STEERLAB_LEARN_METHOD``, else ``intent``."""
-    return os.environ.get("STEERLAB_LEARN_METHOD", "") or "intent"
+# How LEARN reads replies: the default reader, or the paper's formulation.
+LearnMethod = Literal["intent", "paper"]
+LEARN_METHODS: tuple[str, ...] = get_args(LearnMethod)
 
 
 def make_interpreter(method: str = "intent", embedder: Embedder | None = None) -> FeedbackInterpreter:
@@ -43,11 +40,11 @@ __all__ = [
     "MAX_READ_CHARACTERS",
     "FeedbackInterpreter",
     "IntentReader",
+    "LearnMethod",
     "PaperReader",
     "Reading",
     "Signal",
     "apply_signals",
-    "learn_method_from_env",
     "make_interpreter",
     "pole_requests",
     "split_clauses",

@@ -1,0 +1,166 @@
+"""One settings mechanism for every service (pydantic-settings).
+
+Each setting is a typed field. Its value is the command-line flag when one was given, else its
+``STEERLAB_*`` variable, else the field's default; pydantic checks the type and the bounds.
+
+- A field ``name`` of a :class:`SteerLabSettings` reads ``STEERLAB_<NAME>`` (``model`` reads
+  ``STEERLAB_MODEL``, ``database_url`` reads ``STEERLAB_DATABASE_URL``).
+- A service's ``server`` (a :class:`ServerSettings`) reads ``STEERLAB_<SERVICE>_HOST``,
+  ``_PORT`` and ``_METRICS_PORT`` (``off`` disables /metrics), ``STEERLAB_MAX_MESSAGE_BYTES``
+  and ``STEERLAB_TOKEN``; its ports default to the service's in :data:`DEFAULT_PORTS`.
+- A nested field listed in ``nested_variables`` reads the variables named there.
+
+``XxxSettings.from_env(**flags)`` builds one; a flag of None means "not given".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from steerlab.settings import DEFAULT_PORTS
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVER_FLAGS = ("host", "port", "metrics_port")
+
+
+class ServerSettings(BaseModel):
+    """Where and how a service listens. Port 0 picks a free port; metrics_port None disables /metrics.
+
+    With a ``token``, every call except health checks and reflection must carry it
+    (``authorization: Bearer <token>``); see :mod:`steerlab.serving.auth`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int | None = 9464
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    token: str = Field(default="", repr=False)
+
+    @field_validator("port", "metrics_port")
+    @classmethod
+    def _a_port(cls, port: int | None) -> int | None:
+        if port is not None and not 0 <= port <= 65535:
+            raise ValueError(f"port must be within 0..65535, got {port}")
+        return port
+
+    @field_validator("max_message_bytes")
+    @classmethod
+    def _a_message_limit(cls, limit: int) -> int:
+        if limit < 1024:
+            raise ValueError(f"max message size must be at least 1024 bytes, got {limit}")
+        return limit
+
+
+def server_variables(service: str) -> dict[str, str]:
+    """The variable each :class:`ServerSettings` field of ``service`` reads."""
+    prefix = f"STEERLAB_{service.upper()}_"
+    return {
+        "host": prefix + "HOST",
+        "port": prefix + "PORT",
+        "metrics_port": prefix + "METRICS_PORT",
+        "max_message_bytes": "STEERLAB_MAX_MESSAGE_BYTES",
+        "token": "STEERLAB_TOKEN",
+    }
+
+
+class SteerLabSettings(BaseSettings):
+    """Base of every service's settings; see the module's docstring for where values come from."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STEERLAB_", env_ignore_empty=True, frozen=True, extra="forbid"
+    )
+
+    # The service whose STEERLAB_<SERVICE>_* variables and default ports fill ``server``.
+    service: ClassVar[str] = ""
+    # Nested fields read from named variables: {field: {nested field: variable}}.
+    nested_variables: ClassVar[Mapping[str, Mapping[str, str]]] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _NestedVariables(settings_cls), env_settings
+
+    @classmethod
+    def variables(cls) -> dict[str, Mapping[str, str]]:
+        """Every nested field's variables, the server's included."""
+        nested = dict(cls.nested_variables)
+        if cls.service:
+            nested["server"] = server_variables(cls.service)
+        return nested
+
+    @classmethod
+    def from_env(cls, **flags: Any) -> Self:
+        """The settings from the flags given (None: not given), else ``STEERLAB_*``, else defaults.
+
+        ``host``, ``port`` and ``metrics_port`` are the server's. A value of the wrong type is a
+        ``ValueError`` that names its variable.
+        """
+        given = {name: value for name, value in flags.items() if value is not None}
+        server = {name: given.pop(name) for name in SERVER_FLAGS if name in given}
+        if server:
+            given["server"] = server  # merged over the server's variables, not instead of them
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise ValueError(cls._explain(exc)) from None
+
+    @classmethod
+    def _explain(cls, exc: ValidationError) -> str:
+        reasons = []
+        for error in exc.errors():
+            path = [str(part) for part in error["loc"]]
+            variable = cls._variable(path)
+            # argparse types the flags, so a value that does not parse came from a variable.
+            if error["type"] in ("int_parsing", "int_from_float"):
+                reasons.append(f"{variable} must be an integer, got {error['input']!r}")
+            elif error["type"] == "float_parsing":
+                reasons.append(f"{variable} must be a number, got {error['input']!r}")
+            elif path:
+                reasons.append(f"{'.'.join(path)} ({variable}): {error['msg']}")
+            else:
+                reasons.append(str(error["msg"]))
+        return "; ".join(reasons)
+
+    @classmethod
+    def _variable(cls, path: list[str]) -> str:
+        """The variable a field (``["port"]``, or nested: ``["server", "port"]``) reads."""
+        if not path:
+            return ""
+        if len(path) == 1:
+            return f"STEERLAB_{path[0].upper()}"
+        return cls.variables().get(path[0], {}).get(path[1], "")
+
+
+class _NestedVariables(PydanticBaseSettingsSource):
+    """The nested fields' variables (and a service's default ports), as nested dictionaries."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        settings_cls: Any = self.settings_cls
+        values: dict[str, Any] = {}
+        for field, variables in settings_cls.variables().items():
+            nested = {name: os.environ[v] for name, v in variables.items() if os.environ.get(v)}
+            values[field] = nested
+        if settings_cls.service:
+            ports = DEFAULT_PORTS[settings_cls.service]
+            server = {"port": ports.grpc, "metrics_port": ports.metrics, **values["server"]}
+            if server["metrics_port"] == "off":
+                server["metrics_port"] = None
+            values["server"] = server
+        return {field: nested for field, nested in values.items() if nested}
