@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from .allinone.cli import add_commands as add_up_command
 from .allinone.migrate import add_commands as add_migrate_command
+from .auth.cli import add_commands as add_key_commands
 from .cli_options import add_extraction_options, extraction_parameters
 from .experiments.cli import add_commands as add_experiment_commands
 from .inference.cli import add_commands as add_inference_commands
@@ -155,12 +156,16 @@ def _cmd_chat(args: argparse.Namespace) -> None:
     from steerlab_client import SteerLab
     from steerlab_client.chat import Chat, ChatSettings, parse_strengths
 
+    from .auth.principal import KEY_PREFIX
+
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
+    # With an API key a new session is the key's user's: the session service fills it in.
+    keyed = os.environ.get("STEERLAB_TOKEN", "").startswith(KEY_PREFIX)
     settings = ChatSettings(
         mode=args.mode,
         strengths=parse_strengths(args.steer),
-        user=args.user or getpass.getuser(),
+        user=args.user or ("" if keyed else getpass.getuser()),
         session=args.session or "",
         max_new_tokens=args.max_new_tokens,
     )
@@ -236,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_up_command(commands)
     add_experiment_commands(commands)
     add_migrate_command(commands)
+    add_key_commands(commands)
     return parser
 
 

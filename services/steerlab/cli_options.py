@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any
 
-from .settings import DEFAULT_PORTS
+from .settings import AUTH_MODES, DEFAULT_PORTS
 
 _LABEL = re.compile(r"^(?P<key>[^=]+)=(?P<value>.*)$")
 
@@ -78,7 +78,18 @@ def add_service_commands(
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help=f"gRPC port (default {port})")
     serve.add_argument("--metrics-port", type=int, help=f"Prometheus /metrics port (default {metrics_port})")
+    add_auth_option(serve)
     return serve, subcommands
+
+
+def add_auth_option(parser: argparse.ArgumentParser) -> None:
+    """``--auth none|token|keys`` of every command that serves."""
+    parser.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        help="who may call: none, token (STEERLAB_TOKEN) or keys (API keys, `steerlab keys`); "
+        "default: STEERLAB_AUTH, else token when STEERLAB_TOKEN is set, else none",
+    )
 
 
 def parse_labels(values: list[str]) -> dict[str, str]:

@@ -36,6 +36,9 @@ def default_address(service: str) -> str:
     return f"localhost:{DEFAULT_PORTS[service].grpc}"
 
 
+# Who may call a server (--auth): anyone, holders of the shared token, or holders of an API key.
+AUTH_MODES = ("none", "token", "keys")
+
 # The alias the platform serves when a request names no version of a vector set.
 PRODUCTION_ALIAS = "production"
 

@@ -12,6 +12,7 @@ deduplicates; the one call that has none (rating a turn) is never retried.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import time
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 
@@ -108,6 +109,13 @@ class Connection:
 
     def close(self) -> None:
         self.channel.close()
+
+    def with_token(self, token: str) -> Connection:
+        """The same channel, sending ``token`` instead (e.g. a service calling another on a
+        user's behalf); closing the original closes both."""
+        other = copy.copy(self)
+        other.metadata = auth_metadata(token)
+        return other
 
     def unary(
         self,
@@ -213,6 +221,10 @@ class ServiceClient:
     def close(self) -> None:
         if self._owns_connection:
             self.connection.close()
+
+    def with_token(self, token: str) -> Self:
+        """This client over the same channel, sending ``token``; it owns nothing to close."""
+        return type(self)(self.connection.with_token(token), self.timeout_s)
 
     def __enter__(self) -> Any:
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from steerlab.cli_options import add_auth_option
 from steerlab.settings import DEFAULT_PORTS
 
 
@@ -20,9 +21,7 @@ def add_commands(commands: Any) -> None:
     )
     up.add_argument("--port", type=int, help=f"gRPC port for every service (default {port}; 0: any)")
     up.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    up.add_argument(
-        "--metrics-port", type=int, help=f"Prometheus /metrics port (default {metrics_port})"
-    )
+    up.add_argument("--metrics-port", type=int, help=f"Prometheus /metrics port (default {metrics_port})")
     up.add_argument("--data-dir", help="where the embedded database lives (default STEERLAB_HOME/platform)")
     up.add_argument("--database-url", help="postgresql://... instead of SQLite in --data-dir")
     up.add_argument("--max-batch", type=int, help="most requests decoded together (default 32)")
@@ -31,6 +30,7 @@ def add_commands(commands: Any) -> None:
         choices=("intent", "paper"),
         help="how LEARN reads replies: intent (default) or the paper's formulation (STEERLAB_LEARN_METHOD)",
     )
+    add_auth_option(up)
     up.set_defaults(run=_up)
 
 
@@ -51,6 +51,7 @@ def _up(args: argparse.Namespace) -> None:
         port=args.port,
         metrics_port=args.metrics_port,
         learn_method=args.learn_method,
+        auth=args.auth,
     )
     print(f"steerlab up: loading {settings.model} and the services ...", flush=True)
     platform = build_platform(settings)

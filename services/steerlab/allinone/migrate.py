@@ -30,11 +30,12 @@ def add_commands(commands: Any) -> None:
 
 def components() -> list[tuple[str, Sequence[Migration]]]:
     """Every component that owns tables, with its migrations."""
+    from steerlab.auth import schema as auth
     from steerlab.jobs import schema as jobs
     from steerlab.registry import schema as registry
     from steerlab.sessions import schema as sessions
 
-    return [(module.COMPONENT, module.MIGRATIONS) for module in (registry, sessions, jobs)]
+    return [(module.COMPONENT, module.MIGRATIONS) for module in (registry, sessions, jobs, auth)]
 
 
 def migrate_all(database: Database) -> dict[str, list[int]]:

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Self
 from prometheus_client import CollectorRegistry
 from pydantic import Field, field_validator
 
+from steerlab.auth.store import KeyStore
 from steerlab.inference.server import InferenceServer, InferenceSettings, build_inference_server
 from steerlab.jobs.server import JobServer, JobServiceSettings
 from steerlab.jobs.spec import ExtractionJobSpec
@@ -31,6 +32,7 @@ from steerlab.jobs.worker import WorkerSettings
 from steerlab.registry.server import registry_binding
 from steerlab.registry.store import RegistryStore
 from steerlab.serving import GrpcServer, ServerSettings, SteerLabSettings
+from steerlab.serving.auth import open_key_store
 from steerlab.sessions.learn import LearnMethod, make_interpreter
 from steerlab.sessions.manager import SessionManager
 from steerlab.sessions.server import SessionSettings, open_session_manager, session_binding
@@ -41,6 +43,7 @@ from steerlab.steering.errors import UnavailableError
 from steerlab.storage import open_database
 
 log = logging.getLogger(__name__)
+
 
 class PlatformSettings(SteerLabSettings):
     """``steerlab up``: ``STEERLAB_MODEL``, ``STEERLAB_DATA_DIR``, ``STEERLAB_DATABASE_URL``,
@@ -102,12 +105,19 @@ class Platform:
     jobs: JobServer
     registry: RegistryStore
     sessions: SessionManager
+    keys: KeyStore | None = None
+    # With --auth keys, the key the services use to call each other, revoked on close.
+    internal_key_id: str = ""
 
     def close(self) -> None:
         self.jobs.close()
         self.inference.close()
         self.sessions.store.close()
         self.registry.close()
+        if self.keys is not None:
+            if self.internal_key_id:
+                self.keys.revoke(self.internal_key_id)
+            self.keys.close()
 
     def describe(self) -> str:
         lm = self.inference.engine.model
@@ -121,7 +131,16 @@ def build_platform(settings: PlatformSettings) -> Platform:
     """Open the stores, load the model and the LEARN interpreter, and build the one server."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = CollectorRegistry()
-    internal = settings.server.model_copy(update={"port": 0, "metrics_port": None})  # only the token matters
+    keys = open_key_store(settings.server, settings.database)
+    internal_token, internal_key_id = settings.server.token, ""
+    if keys is not None:
+        record, internal_token = keys.create("steerlab", "steerlab-up", "admin")
+        internal_key_id = record.key_id
+    # The services' own settings: only the credential they call each other with matters, since
+    # their bindings are served by the one server below.
+    internal = settings.server.model_copy(
+        update={"port": 0, "metrics_port": None, "auth": "none", "token": internal_token}
+    )
     registry = RegistryStore(open_database(settings.database))
     # The catalog reads this server's registry, which is not listening yet: warm LEARN up on
     # the built-in dimensions instead (the catalog itself is read per request, later).
@@ -135,7 +154,10 @@ def build_platform(settings: PlatformSettings) -> Platform:
         JobServiceSettings(
             # No broker: the in-process worker runs the jobs, whatever STEERLAB_BROKER_URL says.
             worker=WorkerSettings(
-                database_url=settings.database, registry=settings.own_address, broker_url=""
+                database_url=settings.database,
+                registry=settings.own_address,
+                broker_url="",
+                token=internal_token,
             ),
             server=internal,
         ),
@@ -157,8 +179,8 @@ def build_platform(settings: PlatformSettings) -> Platform:
         jobs.binding,
         *inference.server.services,
     ]
-    server = GrpcServer(bindings, settings.server, metrics)
-    return Platform(settings, server, inference, jobs, registry, sessions)
+    server = GrpcServer(bindings, settings.server, metrics, keys)
+    return Platform(settings, server, inference, jobs, registry, sessions, keys, internal_key_id)
 
 
 def ensure_builtin_dimensions(platform: Platform, say: Callable[[str], None] = print) -> None:

@@ -39,6 +39,7 @@ def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
+        auth=args.auth,
     )
     served = build_inference_server(settings, start_engine=False)
     try:

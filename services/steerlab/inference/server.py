@@ -10,9 +10,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, SteerLabSettings
+from steerlab.serving.auth import open_key_store
 from steerlab.settings import default_address
 from steerlab.steering.engine import EngineSettings, InferenceEngine, ModelRunner
 from steerlab.steering.models import load_model
+from steerlab.storage import resolve_database_url
 from steerlab_api.v1 import inference_pb2_grpc
 
 from .cpu import pack_linear_weights
@@ -47,6 +49,8 @@ class InferenceSettings(SteerLabSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     default_max_new_tokens: int = Field(default=256, ge=1)
     resolve_ttl_s: float = Field(default=2.0, ge=0)
+    # Where the API keys are checked (--auth keys): the platform's database.
+    database_url: str = Field(default_factory=resolve_database_url)
     server: ServerSettings = Field(default_factory=ServerSettings)
 
     @classmethod
@@ -138,4 +142,5 @@ def build_inference_server(
     binding = ServiceBinding(
         SERVICE_NAME, servicer, inference_pb2_grpc.add_InferenceServiceServicer_to_server
     )
-    return InferenceServer(GrpcServer([binding], settings.server, registry), engine, source)
+    keys = open_key_store(settings.server, settings.database_url)
+    return InferenceServer(GrpcServer([binding], settings.server, registry, keys), engine, source)

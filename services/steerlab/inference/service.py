@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from steerlab.auth import current_principal
 from steerlab.serving.relay import relayed
 from steerlab.steering.batching import AppliedStrength, fold_mix
 from steerlab.steering.chat import Message, encode_prompt
@@ -52,14 +53,21 @@ class SessionLink:
         self.client = client
         self.model_name = model_name
 
+    def _client(self) -> SessionClient:
+        """With API keys, the session service is called with the caller's own key, so that it
+        serves only the caller's sessions; otherwise with this service's credential."""
+        principal = current_principal()
+        return self.client.with_token(principal.credential) if principal.keyed else self.client
+
     def begin(self, session_id: str, user_texts: Sequence[str], request_id: str = "") -> Conversation:
         """Append the user's new message(s) (LEARN may move strengths), then read the session.
 
         With ``request_id``, a retried request finds its user turns already recorded."""
+        client = self._client()
         with relayed("session service"):
             for number, text in enumerate(user_texts):
-                self.client.add_user_turn(session_id, text, _derived(request_id, f"user:{number}"))
-            session = self.client.get(session_id, include_turns=True)
+                client.add_user_turn(session_id, text, _derived(request_id, f"user:{number}"))
+            session = client.get(session_id, include_turns=True)
         if session.model and session.model != self.model_name:
             raise FailedPreconditionError(
                 f"session {session_id} answers with model {session.model!r}; "
@@ -87,7 +95,7 @@ class SessionLink:
             for a in applied
         ]
         with relayed("session service"):
-            turn = self.client.add_assistant_turn(
+            turn = self._client().add_assistant_turn(
                 session_id, text, used, _derived(request_id, "assistant")
             ).turn
             return int(turn.index)

@@ -24,8 +24,7 @@ BAR_WIDTH = 30
 
 def add_commands(commands: Any) -> None:
     """Register the ``jobs`` group and ``worker`` on the top-level subparsers."""
-    serve, job_commands = add_service_commands(
-        commands, "jobs", "run extraction jobs and follow them")
+    serve, job_commands = add_service_commands(commands, "jobs", "run extraction jobs and follow them")
     serve.add_argument(
         "--broker-url", help="Celery broker, e.g. redis://127.0.0.1:6379/0 (default: in-process worker)"
     )
@@ -90,7 +89,7 @@ def _serve(args: argparse.Namespace) -> None:
         database_url=args.database_url, broker_url=args.broker_url, registry=args.registry
     )
     settings = JobServiceSettings.from_env(
-        worker=worker, host=args.host, port=args.port, metrics_port=args.metrics_port
+        worker=worker, host=args.host, port=args.port, metrics_port=args.metrics_port, auth=args.auth
     )
     server = JobServer(settings)
     try:
@@ -120,7 +119,6 @@ def _client(args: argparse.Namespace) -> Any:
 
 def _submit(args: argparse.Namespace) -> None:
     import getpass
-
 
     parameters = extraction_parameters(args)
     with _client(args) as client:

@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from pydantic import Field
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, SteerLabSettings
+from steerlab.serving.auth import open_key_store
 from steerlab.storage import open_database
 from steerlab_api.v1 import jobs_pb2_grpc
 
-from .service import SERVICE_NAME, JobServicer
+from .service import ROLES, SERVICE_NAME, JobServicer
 from .store import QUEUED, STATES, JobStore
 from .worker import EXTRACT_TASK, WorkerSettings, create_celery
 
@@ -145,9 +146,10 @@ class JobServer:
         )
         self.servicer = JobServicer(self.store, self.monitor.dispatch, settings.watch_poll_s)
         self.binding = ServiceBinding(
-            SERVICE_NAME, self.servicer, jobs_pb2_grpc.add_JobServiceServicer_to_server
+            SERVICE_NAME, self.servicer, jobs_pb2_grpc.add_JobServiceServicer_to_server, ROLES
         )
-        self.server = GrpcServer([self.binding], settings.server, metrics_registry=registry)
+        keys = open_key_store(settings.server, settings.worker.database_url)
+        self.server = GrpcServer([self.binding], settings.server, metrics_registry=registry, keys=keys)
         self.worker = InProcessWorker(self.celery) if not settings.worker.broker_url else None
 
     def start_background(self) -> None:

@@ -18,6 +18,8 @@ from .spec import ExtractionJobSpec
 from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRecord, JobStore
 
 SERVICE_NAME = "steerlab.v1.JobService"
+# With --auth keys: jobs are for operators.
+ROLES = {method: "operator" for method in ("SubmitExtraction", "GetJob", "WatchJob", "CancelJob", "ListJobs")}
 
 STATE_VALUES = {
     QUEUED: pb.JOB_STATE_QUEUED,

@@ -58,6 +58,8 @@ class WorkerSettings(SteerLabSettings):
     database_url: str = Field(default_factory=resolve_database_url)
     # The registry service (HOST:PORT) that results are registered with, over its gRPC API.
     registry: str = Field(default_factory=lambda: default_address("registry"))
+    # The credential sent to the registry (STEERLAB_TOKEN): the shared token, or an operator's API key.
+    token: str = Field(default="", repr=False)
     # "" means the embedded default: an in-process broker, jobs run by the job service itself.
     broker_url: str = ""
     job_lease_s: float = Field(default=30.0, gt=0)
@@ -123,7 +125,7 @@ class WorkerContext:
         self.settings = settings
         self.jobs = JobStore(open_database(settings.database_url))
         # A vector set file can take a while to send; the default retries ride out a restart.
-        self.registry = RegistryClient(settings.registry, timeout_s=120.0)
+        self.registry = RegistryClient(settings.registry, timeout_s=120.0, token=settings.token)
         self._model: Any = None
         self._model_lock = threading.Lock()
 

@@ -14,8 +14,7 @@ DEFAULT_REGISTRY = default_address("registry")
 
 def add_commands(commands: Any) -> None:
     """Register the ``registry`` and ``vectors`` command groups on the top-level subparsers."""
-    serve = add_serve_command(
-        commands, "registry", "run the vector registry service")
+    serve = add_serve_command(commands, "registry", "run the vector registry service")
     serve.set_defaults(run=_serve)
 
     vectors = commands.add_parser("vectors", help="push, list, pull and alias vector sets in a registry")
@@ -70,7 +69,11 @@ def _serve(args: argparse.Namespace) -> None:
     from steerlab.serving.server import serve_from_command_line
 
     settings = RegistrySettings.from_env(
-        database_url=args.database_url, host=args.host, port=args.port, metrics_port=args.metrics_port
+        database_url=args.database_url,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        auth=args.auth,
     )
     server, store = build_registry_server(settings)
     try:

@@ -7,10 +7,11 @@ from typing import ClassVar
 from pydantic import Field
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, SteerLabSettings
+from steerlab.serving.auth import open_key_store
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import registry_pb2_grpc
 
-from .service import SERVICE_NAME, RegistryServicer
+from .service import ROLES, SERVICE_NAME, RegistryServicer
 from .store import RegistryStore
 
 
@@ -25,11 +26,12 @@ class RegistrySettings(SteerLabSettings):
 
 def registry_binding(store: RegistryStore) -> ServiceBinding:
     return ServiceBinding(
-        SERVICE_NAME, RegistryServicer(store), registry_pb2_grpc.add_RegistryServiceServicer_to_server
+        SERVICE_NAME, RegistryServicer(store), registry_pb2_grpc.add_RegistryServiceServicer_to_server, ROLES
     )
 
 
 def build_registry_server(settings: RegistrySettings) -> tuple[GrpcServer, RegistryStore]:
     """Open (and migrate) the store and build a server for it; the caller starts and stops both."""
     store = RegistryStore(open_database(settings.database_url))
-    return GrpcServer([registry_binding(store)], settings.server), store
+    keys = open_key_store(settings.server, settings.database_url)
+    return GrpcServer([registry_binding(store)], settings.server, keys=keys), store

@@ -18,6 +18,13 @@ from steerlab_api.v1 import vectors_pb2 as vpb
 from .store import DELETED, AliasRecord, DimensionRecord, RegistryStore, VectorSetRecord
 
 SERVICE_NAME = "steerlab.v1.RegistryService"
+# With --auth keys: reading is for every user; changing the registry is for operators.
+ROLES = {
+    "CreateDimension": "operator",
+    "CreateVectorSet": "operator",
+    "DeleteVectorSet": "operator",
+    "SetAlias": "operator",
+}
 
 
 def dimension_to_proto(record: DimensionRecord) -> vpb.Dimension:

@@ -1,60 +1,145 @@
-"""Bearer-token authentication: with a token set, every call must carry it in its metadata.
+"""Who may call: a server's three authentication modes (``--auth``, ``STEERLAB_AUTH``).
 
-Clients send ``authorization: Bearer <token>`` (the SDK does, given ``token=``). Health checks and
-reflection stay open, so that Kubernetes probes and ``grpcurl list`` work without the secret.
+- ``none``: every call is served (the embedded default, on a laptop);
+- ``token``: every call must carry the one shared token (``STEERLAB_TOKEN``);
+- ``keys``: every call must carry an API key (``steerlab keys create``). The call runs as the
+  key's principal (tenant, user, role; see :mod:`steerlab.auth`), and a method that needs a
+  higher role than the key's is refused with PERMISSION_DENIED.
+
+Clients send ``authorization: Bearer <token or key>`` (the SDK does, given ``token=``). Health
+checks and reflection stay open in every mode, so that Kubernetes probes and ``grpcurl list``
+work without a secret.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
 
+from steerlab.auth import Principal, bind_principal
+from steerlab.auth.store import KeyStore
+from steerlab.steering.errors import UnauthenticatedError
+from steerlab.storage import open_database
+
+from .settings import ServerSettings
+
 OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.")
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+
+
+def bearer(metadata: Any) -> str:
+    """The credential of ``authorization: Bearer <credential>``; "" when there is none."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            return text.removeprefix("Bearer ") if text.startswith("Bearer ") else ""
+    return ""
+
+
+def _is_open(details: grpc.HandlerCallDetails) -> bool:
+    return bool(details.method.lstrip("/").startswith(OPEN_SERVICES))
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED."""
+    """``token`` mode: refuses a call without ``authorization: Bearer <token>`` (UNAUTHENTICATED)."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.lstrip("/").startswith(OPEN_SERVICES):
+        if handler is None or _is_open(handler_call_details):
             return handler
-        if self._authorised(handler_call_details.invocation_metadata or ()):
+        given = bearer(handler_call_details.invocation_metadata).encode()
+        if given and hmac.compare_digest(given, self._expected):
             return handler
-        return _refusing(handler)
-
-    def _authorised(self, metadata: Any) -> bool:
-        for key, value in metadata:
-            if key == "authorization":
-                given = value.encode() if isinstance(value, str) else bytes(value)
-                return hmac.compare_digest(given, self._expected)
-        return False
+        return _refusing(
+            handler, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token (authorization: Bearer ...)"
+        )
 
 
-async def _refuse(_request: Any, context: grpc.aio.ServicerContext) -> Any:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token (authorization: Bearer ...)")
+class KeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """``keys`` mode: checks the call's API key and the method's role, then runs the handler as
+    the key's principal."""
+
+    def __init__(self, keys: KeyStore, roles: Mapping[str, str]) -> None:
+        self.keys = keys
+        self.roles = roles  # "/steerlab.v1.Service/Method" -> the least role that may call it
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or _is_open(handler_call_details):
+            return handler
+        key = bearer(handler_call_details.invocation_metadata)
+        if not key:
+            return _refusing(
+                handler, grpc.StatusCode.UNAUTHENTICATED, "no API key (authorization: Bearer slk_...)"
+            )
+        try:
+            principal = await asyncio.to_thread(self.keys.authenticate, key)
+        except UnauthenticatedError as exc:
+            return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        method = handler_call_details.method
+        needed = self.roles.get(method, "user")
+        if not principal.may(needed):
+            message = f"{method.lstrip('/')} needs the {needed} role; this key has {principal.role}"
+            return _refusing(handler, grpc.StatusCode.PERMISSION_DENIED, message)
+        return _as_principal(handler, principal)
 
 
-async def _refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-    await _refuse(request, context)
-    yield  # pragma: no cover - abort raises first; this makes the function a generator
-
-
-def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    options = {
+def _options(handler: grpc.RpcMethodHandler) -> dict[str, Any]:
+    return {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
+
+
+def _as_principal(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodHandler:
+    """``handler`` run as ``principal``: each call is its own asyncio task, so the principal
+    bound at its start is that call's alone (and the threads it starts inherit it)."""
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        async def serve_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            bind_principal(principal)
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(serve_unary, **_options(handler))
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(_refuse_stream, **options)
-    return grpc.unary_unary_rpc_method_handler(_refuse, **options)
+        stream = handler.unary_stream
+
+        async def serve_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            bind_principal(principal)
+            async for response in stream(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(serve_stream, **_options(handler))
+    raise TypeError(f"SteerLab serves unary and server-streaming calls only, not {handler}")
+
+
+def _refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await refuse(request, context)
+        yield  # pragma: no cover - abort raises first; this makes the function a generator
+
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **_options(handler))
+    return grpc.unary_unary_rpc_method_handler(refuse, **_options(handler))
+
+
+def open_key_store(settings: ServerSettings, database_url: str) -> KeyStore | None:
+    """The API keys in ``database_url`` when ``settings`` asks for ``--auth keys``; else None."""
+    if settings.auth_mode != "keys":
+        return None
+    return KeyStore(open_database(database_url))

@@ -7,8 +7,8 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
@@ -16,13 +16,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from steerlab.auth.store import KeyStore
 from steerlab.steering.errors import UnavailableError
 
-from .auth import TokenInterceptor
+from .auth import KeyInterceptor, TokenInterceptor
 from .metrics import ObservingInterceptor, RpcMetrics, short_service_name
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ServiceBinding:
@@ -31,6 +33,8 @@ class ServiceBinding:
     name: str
     servicer: Any
     register: Callable[[Any, grpc.aio.Server], None]
+    # Methods that need more than the user role, by name: {"SetAlias": "operator"}.
+    roles: Mapping[str, str] = field(default_factory=dict)
 
 
 class GrpcServer:
@@ -44,9 +48,13 @@ class GrpcServer:
         services: Sequence[ServiceBinding],
         settings: ServerSettings,
         metrics_registry: CollectorRegistry | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
+        if settings.auth_mode == "keys" and keys is None:
+            raise ValueError("--auth keys needs the database that holds the API keys")
         self.settings = settings
         self.services = tuple(services)
+        self.keys = keys
         # Pass a registry to export a service's own metrics beside the per-method ones.
         self.metrics_registry = metrics_registry or CollectorRegistry()
         # Registered on first start, so that a server that is built but never started (its
@@ -65,8 +73,11 @@ class GrpcServer:
                 s.name: RpcMetrics(short_service_name(s.name), self.metrics_registry) for s in self.services
             }
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(self._metrics)]
-        if self.settings.token:
-            interceptors.append(TokenInterceptor(self.settings.token))  # inside: refusals are counted
+        # Inside the observer, so that refusals are counted.
+        if self.settings.auth_mode == "token":
+            interceptors.append(TokenInterceptor(self.settings.token))
+        elif self.settings.auth_mode == "keys" and self.keys is not None:
+            interceptors.append(KeyInterceptor(self.keys, self.method_roles()))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
@@ -77,6 +88,14 @@ class GrpcServer:
         names = [s.name for s in self.services]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         return server
+
+    def method_roles(self) -> dict[str, str]:
+        """The role each method needs beyond ``user``, by full method name."""
+        return {
+            f"/{service.name}/{method}": role
+            for service in self.services
+            for method, role in service.roles.items()
+        }
 
     async def _set_health(self, status: int) -> None:
         for name in ["", *(s.name for s in self.services)]:
@@ -191,9 +210,7 @@ def announce_when_ready(
     return ready
 
 
-def _serve_beside(
-    server: GrpcServer, ready: Callable[[], Awaitable[None]], foreground: Foreground
-) -> None:
+def _serve_beside(server: GrpcServer, ready: Callable[[], Awaitable[None]], foreground: Foreground) -> None:
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     failures: list[BaseException] = []

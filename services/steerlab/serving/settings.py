@@ -7,7 +7,7 @@ Each setting is a typed field. Its value is the command-line flag when one was g
   ``STEERLAB_MODEL``, ``database_url`` reads ``STEERLAB_DATABASE_URL``).
 - A service's ``server`` (a :class:`ServerSettings`) reads ``STEERLAB_<SERVICE>_HOST``,
   ``_PORT`` and ``_METRICS_PORT`` (``off`` disables /metrics), ``STEERLAB_MAX_MESSAGE_BYTES``
-  and ``STEERLAB_TOKEN``; its ports default to the service's in :data:`DEFAULT_PORTS`.
+  ``STEERLAB_TOKEN`` and ``STEERLAB_AUTH``; its ports default to the service's in :data:`DEFAULT_PORTS`.
 - A nested field listed in ``nested_variables`` reads the variables named there.
 
 ``XxxSettings.from_env(**flags)`` builds one; a flag of None means "not given".
@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from steerlab.settings import DEFAULT_PORTS
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-SERVER_FLAGS = ("host", "port", "metrics_port")
+SERVER_FLAGS = ("host", "port", "metrics_port", "auth")
 
 
 class ServerSettings(BaseModel):
@@ -43,6 +43,18 @@ class ServerSettings(BaseModel):
     metrics_port: int | None = 9464
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     token: str = Field(default="", repr=False)
+    # none, token or keys (see steerlab.serving.auth); empty: token when a token is set, else none.
+    auth: Literal["", "none", "token", "keys"] = ""
+
+    @property
+    def auth_mode(self) -> str:
+        return self.auth or ("token" if self.token else "none")
+
+    @model_validator(mode="after")
+    def _token_mode_has_a_token(self) -> Self:
+        if self.auth_mode == "token" and not self.token:
+            raise ValueError("--auth token needs a token: set STEERLAB_TOKEN")
+        return self
 
     @field_validator("port", "metrics_port")
     @classmethod
@@ -68,6 +80,7 @@ def server_variables(service: str) -> dict[str, str]:
         "metrics_port": prefix + "METRICS_PORT",
         "max_message_bytes": "STEERLAB_MAX_MESSAGE_BYTES",
         "token": "STEERLAB_TOKEN",
+        "auth": "STEERLAB_AUTH",
     }
 
 
@@ -106,7 +119,7 @@ class SteerLabSettings(BaseSettings):
     def from_env(cls, **flags: Any) -> Self:
         """The settings from the flags given (None: not given), else ``STEERLAB_*``, else defaults.
 
-        ``host``, ``port`` and ``metrics_port`` are the server's. A value of the wrong type is a
+        ``host``, ``port``, ``metrics_port`` and ``auth`` are the server's. A value of the wrong type is a
         ``ValueError`` that names its variable.
         """
         given = {name: value for name, value in flags.items() if value is not None}

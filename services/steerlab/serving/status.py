@@ -13,8 +13,10 @@ from steerlab.steering.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     ResourceExhaustedError,
     SteerLabError,
+    UnauthenticatedError,
     UnavailableError,
     VectorSetMismatchError,
 )
@@ -31,6 +33,8 @@ STATUS_OF_KIND: tuple[tuple[type[SteerLabError], grpc.StatusCode], ...] = (
     (DataLossError, grpc.StatusCode.DATA_LOSS),
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
 )
 
 

@@ -34,6 +34,7 @@ def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
+        auth=args.auth,
     )
     server, manager = build_session_server(settings)
     try:

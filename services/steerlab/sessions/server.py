@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from steerlab.serving import GrpcServer, ServerSettings, ServiceBinding, SteerLabSettings
+from steerlab.serving.auth import open_key_store
 from steerlab.steering.errors import UnavailableError
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import sessions_pb2_grpc
@@ -48,7 +49,8 @@ def build_session_server(
     as fast as the rest.
     """
     manager = open_session_manager(settings, interpreter)
-    return GrpcServer([session_binding(manager)], settings.server), manager
+    keys = open_key_store(settings.server, settings.database_url)
+    return GrpcServer([session_binding(manager)], settings.server, keys=keys), manager
 
 
 def open_session_manager(

@@ -8,8 +8,9 @@ from typing import Any
 
 import grpc
 
+from steerlab.auth import current_principal
 from steerlab.serving.messages import timestamp
-from steerlab.steering.errors import InvalidArgumentError
+from steerlab.steering.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from steerlab_api.v1 import sessions_pb2 as pb
 from steerlab_api.v1 import sessions_pb2_grpc
 
@@ -119,18 +120,45 @@ def session_to_proto(session: Session, turns: list[Turn] | None = None) -> pb.Se
     return message
 
 
+def acting_for(tenant: str, user_id: str) -> tuple[str, str]:
+    """The tenant and user a call names, checked against its principal: an API key that is not
+    an admin's acts for its own user only (the request may repeat them or leave them empty)."""
+    principal = current_principal()
+    if principal.is_admin:
+        return tenant, user_id
+    if (tenant and tenant != principal.tenant) or (user_id and user_id != principal.user_id):
+        raise PermissionDeniedError(
+            f"this key acts for user {principal.user_id!r} of tenant {principal.tenant!r} only"
+        )
+    return principal.tenant, principal.user_id
+
+
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
-    """Implements ``steerlab.v1.SessionService``; blocking work runs in worker threads."""
+    """Implements ``steerlab.v1.SessionService``; blocking work runs in worker threads.
+
+    With API keys, a session belongs to the tenant and user that created it: to anyone else
+    (but an admin) it does not exist, so every call that names a session checks that first.
+    """
 
     def __init__(self, manager: SessionManager) -> None:
         self.manager = manager
 
+    def _owned(self, session_id: str) -> None:
+        """NOT_FOUND, exactly as for a missing session, unless the caller may see this one."""
+        principal = current_principal()
+        if principal.is_admin:
+            return
+        session = self.manager.store.get(session_id)
+        if (session.tenant, session.user_id) != (principal.tenant, principal.user_id):
+            raise NotFoundError(f"no session {session_id!r}")
+
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext) -> Any:
         mode = SELECT if request.mode == pb.INTERFACE_MODE_UNSPECIFIED else _enum(MODES, request.mode, "mode")
+        tenant, user_id = acting_for(request.tenant, request.user_id)
         session = await asyncio.to_thread(
             self.manager.create,
-            request.tenant,
-            request.user_id,
+            tenant,
+            user_id,
             request.model,
             mode,
             dict(request.strengths),
@@ -141,6 +169,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext) -> Any:
         def read() -> pb.Session:
+            self._owned(request.session_id)
             session = self.manager.store.get(request.session_id)
             turns = self.manager.store.turns(request.session_id) if request.include_turns else None
             return session_to_proto(session, turns)
@@ -148,10 +177,14 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         return pb.GetSessionResponse(session=await asyncio.to_thread(read))
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            tenant, user_id = acting_for(request.tenant, request.user_id)
+        except PermissionDeniedError:  # another user's sessions do not exist for this caller
+            raise NotFoundError(f"no sessions of user {request.user_id!r}") from None
         sessions, token = await asyncio.to_thread(
             self.manager.store.list,
-            request.tenant or "default",
-            request.user_id,
+            tenant or "default",
+            user_id,
             request.page_size,
             request.page_token,
         )
@@ -160,6 +193,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         )
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext) -> Any:
+        await asyncio.to_thread(self._owned, request.session_id)
         await asyncio.to_thread(self.manager.store.delete, request.session_id)
         return pb.DeleteSessionResponse()
 
@@ -167,6 +201,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self, request: pb.UpdatePreferencesRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         mode = None if request.mode == pb.INTERFACE_MODE_UNSPECIFIED else _enum(MODES, request.mode, "mode")
+        await asyncio.to_thread(self._owned, request.session_id)
         session = await asyncio.to_thread(
             self.manager.select, request.session_id, dict(request.strengths), mode, request.expected_revision
         )
@@ -178,6 +213,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             SteeringUsed(s.dimension, s.vector_set_version, s.model_digest, s.strength)
             for s in request.steering
         ]
+        await asyncio.to_thread(self._owned, request.session_id)
         turn, session = await asyncio.to_thread(
             self.manager.append_turn, request.session_id, role, request.text, steering, request.request_id
         )
@@ -187,6 +223,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         rating = _enum(RATINGS, request.rating, "rating")
+        await asyncio.to_thread(self._owned, request.session_id)
         session, update = await asyncio.to_thread(
             self.manager.feedback, request.session_id, request.turn_index, rating, request.comment
         )
@@ -195,6 +232,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def StartCalibration(
         self, request: pb.StartCalibrationRequest, context: grpc.aio.ServicerContext
     ) -> Any:
+        await asyncio.to_thread(self._owned, request.session_id)
         session = await asyncio.to_thread(
             self.manager.start_calibration,
             request.session_id,
@@ -208,6 +246,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self, request: pb.ChooseComparisonRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         side = _enum(SIDES, request.choice, "choice")
+        await asyncio.to_thread(self._owned, request.session_id)
         session = await asyncio.to_thread(
             self.manager.choose,
             request.session_id,
@@ -223,5 +262,6 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def GetCalibration(
         self, request: pb.GetCalibrationRequest, context: grpc.aio.ServicerContext
     ) -> Any:
+        await asyncio.to_thread(self._owned, request.session_id)
         calibration = await asyncio.to_thread(self.manager.calibration, request.session_id)
         return pb.GetCalibrationResponse(calibration=calibration_to_proto(calibration))

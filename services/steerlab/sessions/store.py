@@ -22,7 +22,7 @@ from steerlab.steering.errors import (
     NotFoundError,
 )
 from steerlab.storage import Cursor, Database, migrate, pages
-from steerlab.storage.requests import check_request_id
+from steerlab.storage.requests import check_identifier, check_request_id
 
 from .schema import COMPONENT, MIGRATIONS
 from .state import (
@@ -36,7 +36,6 @@ from .state import (
     check_learning_rate,
 )
 
-MAX_ID_LENGTH = 200
 MAX_TURN_CHARACTERS = 32_000
 _Result = TypeVar("_Result")
 _SESSION_COLUMNS = (
@@ -44,12 +43,6 @@ _SESSION_COLUMNS = (
     " created_at, updated_at, last_request_id"
 )
 _TURN_COLUMNS = "idx, role, text, steering, rating, preference_update, created_at"
-
-
-def _check_identifier(what: str, value: str) -> str:
-    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
-        raise InvalidArgumentError(f"{what} must be 1..{MAX_ID_LENGTH} printable characters, got {value!r}")
-    return value
 
 
 class SessionStore:
@@ -78,9 +71,9 @@ class SessionStore:
         now = datetime.now(UTC)
         session = Session(
             id=uuid.uuid4().hex,
-            tenant=_check_identifier("tenant", tenant),
-            user_id=_check_identifier("user_id", user_id),
-            model=_check_identifier("model", model),
+            tenant=check_identifier("tenant", tenant),
+            user_id=check_identifier("user_id", user_id),
+            model=check_identifier("model", model),
             mode=mode,
             strengths=dict(strengths),
             learning_rate=check_learning_rate(learning_rate),
@@ -150,7 +143,7 @@ class SessionStore:
         self, tenant: str, user_id: str, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[Session], str]:
         """A user's sessions, newest first, a page at a time."""
-        _check_identifier("user_id", user_id)
+        check_identifier("user_id", user_id)
         size = pages.page_size(page_size)
         before = pages.decode_page_token(page_token)
         conditions = "tenant = %s AND user_id = %s"

@@ -18,9 +18,11 @@ __all__ = [
     "InvalidArgumentError",
     "ModelLoadError",
     "NotFoundError",
+    "PermissionDeniedError",
     "ResourceExhaustedError",
     "SteerLabError",
     "SteeringError",
+    "UnauthenticatedError",
     "UnavailableError",
     "UnsupportedModelError",
     "VectorSetError",
@@ -65,6 +67,14 @@ class DataLossError(SteerLabError):
 
 class DeadlineExceededError(SteerLabError):
     """The caller's deadline passed before the work finished."""
+
+
+class UnauthenticatedError(SteerLabError):
+    """The call carries no credential the service accepts (missing, unknown, revoked, expired)."""
+
+
+class PermissionDeniedError(SteerLabError):
+    """The caller is known but its role may not do this."""
 
 
 class UnavailableError(SteerLabError):
