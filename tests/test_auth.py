@@ -1,6 +1,7 @@
-"""Who is calling: API keys (hashed at rest, expiry, revocation across replicas), roles, and
-isolation of one user's sessions from every other caller, over real sockets on SQLite and
-PostgreSQL. The second user's attempts are those of a person who holds a valid key of their own."""
+"""Who is calling: API keys (hashed at rest, expiry, revocation across replicas), roles,
+isolation of one user's sessions from every other caller, and TLS (certificates made at run
+time by trustme), over real sockets on SQLite and PostgreSQL. The second user's attempts are
+those of a person who holds a valid key of their own."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+import trustme
 from service_support import ServerThread, ServiceProcess, free_port, fresh_postgres_database, make_vector_set
 
 from steerlab.auth.store import KeyStore
@@ -27,7 +29,8 @@ from steerlab.steering import LoadedModel
 from steerlab.steering.engine import EngineSettings, ModelRunner
 from steerlab.steering.errors import UnauthenticatedError
 from steerlab.storage import open_database
-from steerlab_client import ClientError, InferenceClient, RegistryClient, SessionClient
+from steerlab_client import NO_RETRIES, ClientError, InferenceClient, RegistryClient, SessionClient, Tls
+from steerlab_client.errors import Unavailable
 
 KEYED = ServerSettings(port=0, metrics_port=0, auth="keys")
 
@@ -268,3 +271,67 @@ def test_a_key_revoked_on_the_command_line_is_refused_by_every_replica_within_5_
                 client.close()
             for replica in replicas:
                 replica.stop()
+
+
+def test_tls_refuses_plaintext_and_unknown_cas_and_mutual_tls_needs_a_client_certificate(
+    tmp_path: Path,
+) -> None:
+    ca, stranger = trustme.CA(), trustme.CA()
+    files = {
+        "ca": ca.cert_pem,
+        "stranger-ca": stranger.cert_pem,
+        "server": ca.issue_cert("localhost", "127.0.0.1"),
+        "client": ca.issue_cert("ana@acme"),
+        "forged-client": stranger.issue_cert("ana@acme"),
+    }
+    paths: dict[str, str] = {}
+    for name, material in files.items():
+        if isinstance(material, trustme.LeafCert):
+            paths[name] = str(tmp_path / f"{name}.pem")
+            material.cert_chain_pems[0].write_to_path(paths[name])
+            for extra in material.cert_chain_pems[1:]:
+                extra.write_to_path(paths[name], append=True)
+            paths[f"{name}-key"] = str(tmp_path / f"{name}-key.pem")
+            material.private_key_pem.write_to_path(paths[f"{name}-key"])
+        else:
+            paths[name] = str(tmp_path / f"{name}.pem")
+            material.write_to_path(paths[name])
+
+    def serve(client_ca: str = "") -> ServerThread:
+        tls = {"tls_cert": paths["server"], "tls_key": paths["server-key"], "tls_client_ca": client_ca}
+        settings = RegistrySettings(
+            database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+            server=ServerSettings(port=0, metrics_port=0, **tls),
+        )
+        server, store = build_registry_server(settings)
+        return ServerThread(server=server, closing=store.close)
+
+    def dimensions(target: str, tls: Tls) -> set[str]:
+        with RegistryClient(target, tls=tls, retry=NO_RETRIES, timeout_s=5) as client:
+            return {d.name for d in client.list_dimensions()}
+
+    server = serve()
+    try:
+        target = f"localhost:{server.server.port}"
+        assert "cost" in dimensions(target, Tls(ca=paths["ca"]))
+        for refused_tls in (Tls(), Tls(ca=paths["stranger-ca"])):  # plaintext; a CA it does not know
+            with pytest.raises(Unavailable):
+                dimensions(target, refused_tls)
+        env = {**os.environ, "STEERLAB_HOME": str(tmp_path)}
+        listed = steerlab("vectors", "list", "--registry", target, "--tls-ca", paths["ca"], env=env)
+        assert listed.returncode == 0, listed.stderr
+    finally:
+        server.stop()
+
+    mutual = serve(client_ca=paths["ca"])
+    try:
+        target = f"localhost:{mutual.server.port}"
+        assert "cost" in dimensions(target, Tls(paths["ca"], paths["client"], paths["client-key"]))
+        for refused_tls in (
+            Tls(ca=paths["ca"]),
+            Tls(paths["ca"], paths["forged-client"], paths["forged-client-key"]),
+        ):
+            with pytest.raises(Unavailable):
+                dimensions(target, refused_tls)
+    finally:
+        mutual.stop()

@@ -12,7 +12,7 @@ from typing import NoReturn
 from .allinone.cli import add_commands as add_up_command
 from .allinone.migrate import add_commands as add_migrate_command
 from .auth.cli import add_commands as add_key_commands
-from .cli_options import add_extraction_options, extraction_parameters
+from .cli_options import add_extraction_options, add_tls_ca_option, client_tls, extraction_parameters
 from .experiments.cli import add_commands as add_experiment_commands
 from .inference.cli import add_commands as add_inference_commands
 from .jobs.cli import add_commands as add_job_commands
@@ -170,7 +170,7 @@ def _cmd_chat(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
     )
     server = args.server or os.environ.get("STEERLAB_SERVER") or "localhost:50050"
-    with SteerLab(server) as steerlab:  # sends STEERLAB_TOKEN when set
+    with SteerLab(server, tls=client_tls(args)) as steerlab:  # sends STEERLAB_TOKEN when set
         Chat(steerlab, settings, sys.stdout).run()
 
 
@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--server", help="HOST:PORT of `steerlab up` (default STEERLAB_SERVER or localhost:50050)"
     )
+    add_tls_ca_option(chat)
     chat.add_argument("--mode", choices=["select", "calibrate", "learn"], default="select")
     chat.add_argument(
         "--steer", action="append", default=[], metavar="NAME=PCT", help="starting strength (repeatable)"

@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any
 
-from .settings import AUTH_MODES, DEFAULT_PORTS
+from .settings import AUTH_MODES, DEFAULT_PORTS, SERVER_FLAGS
 
 _LABEL = re.compile(r"^(?P<key>[^=]+)=(?P<value>.*)$")
 
@@ -21,6 +21,27 @@ def add_address_option(
         default=os.environ.get(variable, default),
         help=f"{what} HOST:PORT (default: ${variable} or {default})",
     )
+    add_tls_ca_option(parser)
+
+
+def add_tls_ca_option(parser: argparse.ArgumentParser) -> None:
+    """``--tls-ca``: reach the server over TLS, trusting this CA (or ``system``: the system's roots)."""
+    parser.add_argument(
+        "--tls-ca",
+        default=os.environ.get("STEERLAB_TLS_CA", ""),
+        help="use TLS, trusting this PEM CA file, or 'system' for the system's roots "
+        "(default: $STEERLAB_TLS_CA; none: plaintext)",
+    )
+
+
+def client_tls(args: argparse.Namespace) -> Any:
+    """The SDK's :class:`~steerlab_client.Tls` for ``--tls-ca`` (the client certificate, for mutual
+    TLS, comes from ``STEERLAB_TLS_CLIENT_CERT`` and ``STEERLAB_TLS_CLIENT_KEY``)."""
+    from dataclasses import replace
+
+    from steerlab_client import Tls
+
+    return replace(Tls.from_env(), ca=args.tls_ca)
 
 
 def add_extraction_options(parser: argparse.ArgumentParser) -> None:
@@ -83,13 +104,24 @@ def add_service_commands(
 
 
 def add_auth_option(parser: argparse.ArgumentParser) -> None:
-    """``--auth none|token|keys`` of every command that serves."""
+    """``--auth none|token|keys`` and the TLS files of every command that serves."""
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (default: $STEERLAB_TLS_CERT)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert (default: $STEERLAB_TLS_KEY)")
+    parser.add_argument(
+        "--tls-client-ca",
+        help="PEM CA: mutual TLS, clients need a certificate it signed (default: $STEERLAB_TLS_CLIENT_CA)",
+    )
     parser.add_argument(
         "--auth",
         choices=AUTH_MODES,
         help="who may call: none, token (STEERLAB_TOKEN) or keys (API keys, `steerlab keys`); "
         "default: STEERLAB_AUTH, else token when STEERLAB_TOKEN is set, else none",
     )
+
+
+def server_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags every serving command shares, as settings keyword arguments (None: not given)."""
+    return {name: getattr(args, name) for name in SERVER_FLAGS}
 
 
 def parse_labels(values: list[str]) -> dict[str, str]:

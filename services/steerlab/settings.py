@@ -30,7 +30,6 @@ DEFAULT_PORTS: dict[str, Ports] = {
 }
 
 
-
 def default_address(service: str) -> str:
     """Where a client looks for ``service`` when told nothing: ``localhost`` on its default port."""
     return f"localhost:{DEFAULT_PORTS[service].grpc}"
@@ -38,6 +37,9 @@ def default_address(service: str) -> str:
 
 # Who may call a server (--auth): anyone, holders of the shared token, or holders of an API key.
 AUTH_MODES = ("none", "token", "keys")
+
+# The flags (and settings) of a server that every serving command takes.
+SERVER_FLAGS = ("host", "port", "metrics_port", "auth", "tls_cert", "tls_key", "tls_client_ca")
 
 # The alias the platform serves when a request names no version of a vector set.
 PRODUCTION_ALIAS = "production"

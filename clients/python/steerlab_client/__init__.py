@@ -12,7 +12,7 @@
 Failures raise a subclass of :class:`ClientError` named after the gRPC status code.
 """
 
-from .channel import NO_RETRIES, Connection, RetryPolicy
+from .channel import NO_RETRIES, Connection, RetryPolicy, Tls
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -60,6 +60,7 @@ __all__ = [
     "SamplingOptions",
     "SessionClient",
     "SteerLab",
+    "Tls",
     "Unauthenticated",
     "Unavailable",
     "VectorSetRef",

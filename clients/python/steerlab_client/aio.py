@@ -30,9 +30,10 @@ from .channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_RETRY,
     RetryPolicy,
+    Tls,
     auth_metadata,
-    channel_options,
     connect_services,
+    open_channel,
     remaining_s,
 )
 from .errors import ClientError
@@ -55,11 +56,12 @@ class AsyncConnection:
         token: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: Tls | None = None,
     ) -> None:
         self.target = target
         self.retry = retry
         self.metadata = auth_metadata(token)
-        self.channel = grpc.aio.insecure_channel(target, options=channel_options(max_message_bytes))
+        self.channel = open_channel(target, max_message_bytes, tls, aio=True)
 
     async def close(self) -> None:
         await self.channel.close()
@@ -131,12 +133,13 @@ class AsyncSteerLab:
         generation_timeout_s: float = 300.0,
         retry: RetryPolicy = DEFAULT_RETRY,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: Tls | None = None,
     ) -> None:
         connections = connect_services(
             address,
             {"sessions": sessions, "inference": inference},
             lambda target: AsyncConnection(
-                target, token=token, retry=retry, max_message_bytes=max_message_bytes
+                target, token=token, retry=retry, max_message_bytes=max_message_bytes, tls=tls
             ),
         )
         self._sessions, self._inference = connections["sessions"], connections["inference"]

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -76,6 +77,50 @@ DEFAULT_RETRY = RetryPolicy()
 NO_RETRIES = RetryPolicy(attempts=1)
 
 
+@dataclass(frozen=True)
+class Tls:
+    """How a client reaches a TLS server. ``ca``: a PEM file of the CA that signed the server's
+    certificate, or ``"system"`` for the system's roots; ``cert`` and ``key``: the client's own
+    certificate and key, for a server that requires mutual TLS. ``Tls()`` means plaintext.
+    """
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+    @classmethod
+    def from_env(cls) -> Tls:
+        """``STEERLAB_TLS_CA``, ``STEERLAB_TLS_CLIENT_CERT`` and ``STEERLAB_TLS_CLIENT_KEY``."""
+        env = os.environ
+        return cls(
+            env.get("STEERLAB_TLS_CA", ""),
+            env.get("STEERLAB_TLS_CLIENT_CERT", ""),
+            env.get("STEERLAB_TLS_CLIENT_KEY", ""),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """The channel credentials: the CA (None: system roots) and the client certificate, if any."""
+        ca = None if self.ca == "system" else Path(self.ca).read_bytes()
+        cert = Path(self.cert).read_bytes() if self.cert else None
+        key = Path(self.key).read_bytes() if self.key else None
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def open_channel(target: str, max_message_bytes: int, tls: Tls | None, *, aio: bool = False) -> Any:
+    """A channel to ``target``: TLS when ``tls`` (None: from the environment) names a CA, else
+    plaintext; ``aio`` for a ``grpc.aio`` channel."""
+    tls = Tls.from_env() if tls is None else tls
+    options = channel_options(max_message_bytes)
+    module: Any = grpc.aio if aio else grpc
+    if tls.enabled:
+        return module.secure_channel(target, tls.credentials(), options=options)
+    return module.insecure_channel(target, options=options)
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -100,12 +145,13 @@ class Connection:
         timeout_s: float = 30.0,
         retry: RetryPolicy = DEFAULT_RETRY,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: Tls | None = None,
     ) -> None:
         self.target = target
         self.timeout_s = timeout_s
         self.retry = retry
         self.metadata = auth_metadata(token)
-        self.channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+        self.channel = open_channel(target, max_message_bytes, tls)
 
     def close(self) -> None:
         self.channel.close()
@@ -184,7 +230,8 @@ class ServiceClient:
     """A client of one service: over its own channel to ``target``, or over a shared ``Connection``.
 
     ``timeout_s`` is the deadline of each call (default :attr:`default_timeout_s`); ``token`` is
-    sent as ``authorization: Bearer <token>``. Use as a context manager or call ``close()``;
+    sent as ``authorization: Bearer <token>`` (None: ``STEERLAB_TOKEN``); ``tls`` says how to
+    reach a TLS server (None: :meth:`Tls.from_env`). Use as a context manager or call ``close()``;
     closing a client closes only a channel it owns.
     """
 
@@ -198,6 +245,7 @@ class ServiceClient:
         *,
         token: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        tls: Tls | None = None,
     ):
         self.timeout_s = timeout_s or self.default_timeout_s
         if isinstance(target, Connection):
@@ -209,6 +257,7 @@ class ServiceClient:
                 timeout_s=self.timeout_s,
                 retry=retry,
                 max_message_bytes=max_message_bytes,
+                tls=tls,
             )
             self._owns_connection = True
         self.target = self.connection.target

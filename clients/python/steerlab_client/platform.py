@@ -22,7 +22,7 @@ from typing import Unpack
 
 from steerlab_api.v1 import sessions_pb2 as spb
 
-from .channel import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETRY, Connection, RetryPolicy, connect_services
+from .channel import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETRY, Connection, RetryPolicy, Tls, connect_services
 from .inference import Answer, ChatStream, InferenceClient, Message, SamplingOptions
 from .jobs import JobClient
 from .registry import RegistryClient
@@ -58,7 +58,8 @@ class SteerLab:
 
     ``address`` serves every service (the all-in-one server); a per-service address overrides
     it for that service. ``token`` is sent with every call (None: the ``STEERLAB_TOKEN``
-    variable, if set); ``timeout_s`` is the deadline of each call (generation:
+    variable, if set); ``tls`` reaches TLS servers (None: ``STEERLAB_TLS_CA`` and the client
+    certificate variables, see :class:`Tls`); ``timeout_s`` is the deadline of each call (generation:
     ``generation_timeout_s``).
     """
 
@@ -75,12 +76,18 @@ class SteerLab:
         generation_timeout_s: float = 300.0,
         retry: RetryPolicy = DEFAULT_RETRY,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: Tls | None = None,
     ) -> None:
         connections = connect_services(
             address,
             {"registry": registry, "sessions": sessions, "inference": inference, "jobs": jobs},
             lambda target: Connection(
-                target, token=token, timeout_s=timeout_s, retry=retry, max_message_bytes=max_message_bytes
+                target,
+                token=token,
+                timeout_s=timeout_s,
+                retry=retry,
+                max_message_bytes=max_message_bytes,
+                tls=tls,
             ),
         )
         self.registry = RegistryClient(connections["registry"], timeout_s)

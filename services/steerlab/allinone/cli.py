@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from steerlab.cli_options import add_auth_option
+from steerlab.cli_options import add_auth_option, server_flags
 from steerlab.settings import DEFAULT_PORTS
 
 
@@ -47,11 +47,8 @@ def _up(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         database_url=args.database_url,
         max_batch=args.max_batch,
-        host=args.host,
-        port=args.port,
-        metrics_port=args.metrics_port,
         learn_method=args.learn_method,
-        auth=args.auth,
+        **server_flags(args),
     )
     print(f"steerlab up: loading {settings.model} and the services ...", flush=True)
     platform = build_platform(settings)

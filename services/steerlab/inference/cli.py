@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from steerlab.cli_options import add_serve_command
+from steerlab.cli_options import add_serve_command, server_flags
 
 
 def add_commands(commands: Any) -> None:
@@ -36,10 +36,7 @@ def _serve(args: argparse.Namespace) -> None:
         sessions=args.sessions,
         tensor_parallel=args.tensor_parallel,
         max_batch=args.max_batch,
-        host=args.host,
-        port=args.port,
-        metrics_port=args.metrics_port,
-        auth=args.auth,
+        **server_flags(args),
     )
     served = build_inference_server(settings, start_engine=False)
     try:

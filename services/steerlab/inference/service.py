@@ -95,9 +95,11 @@ class SessionLink:
             for a in applied
         ]
         with relayed("session service"):
-            turn = self._client().add_assistant_turn(
-                session_id, text, used, _derived(request_id, "assistant")
-            ).turn
+            turn = (
+                self._client()
+                .add_assistant_turn(session_id, text, used, _derived(request_id, "assistant"))
+                .turn
+            )
             return int(turn.index)
 
 

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from steerlab_client import RegistryClient
 
 
-
 @dataclass(frozen=True)
 class Pin:
     """A version number, an alias, or neither (the default: "production", else the latest)."""

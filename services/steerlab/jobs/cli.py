@@ -12,8 +12,10 @@ from steerlab.cli_options import (
     add_address_option,
     add_extraction_options,
     add_service_commands,
+    client_tls,
     extraction_parameters,
     parse_labels,
+    server_flags,
 )
 from steerlab.settings import default_address
 
@@ -88,9 +90,7 @@ def _serve(args: argparse.Namespace) -> None:
     worker = WorkerSettings.from_env(
         database_url=args.database_url, broker_url=args.broker_url, registry=args.registry
     )
-    settings = JobServiceSettings.from_env(
-        worker=worker, host=args.host, port=args.port, metrics_port=args.metrics_port, auth=args.auth
-    )
+    settings = JobServiceSettings.from_env(worker=worker, **server_flags(args))
     server = JobServer(settings)
     try:
         server.start_background()
@@ -114,7 +114,7 @@ def _worker(args: argparse.Namespace) -> None:
 def _client(args: argparse.Namespace) -> Any:
     from steerlab_client import JobClient
 
-    return JobClient(args.server)
+    return JobClient(args.server, tls=client_tls(args))
 
 
 def _submit(args: argparse.Namespace) -> None:

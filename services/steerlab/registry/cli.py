@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from steerlab.cli_options import add_address_option, add_serve_command, parse_labels
+from steerlab.cli_options import add_address_option, add_serve_command, client_tls, parse_labels, server_flags
 from steerlab.settings import default_address
 
 DEFAULT_REGISTRY = default_address("registry")
@@ -70,10 +70,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     settings = RegistrySettings.from_env(
         database_url=args.database_url,
-        host=args.host,
-        port=args.port,
-        metrics_port=args.metrics_port,
-        auth=args.auth,
+        **server_flags(args),
     )
     server, store = build_registry_server(settings)
     try:
@@ -85,7 +82,7 @@ def _serve(args: argparse.Namespace) -> None:
 def _client(args: argparse.Namespace) -> Any:
     from steerlab_client import RegistryClient
 
-    return RegistryClient(args.registry)
+    return RegistryClient(args.registry, tls=client_tls(args))
 
 
 def _ref(text: str, need_version: bool = False) -> Any:

@@ -9,6 +9,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
@@ -35,6 +36,20 @@ class ServiceBinding:
     register: Callable[[Any, grpc.aio.Server], None]
     # Methods that need more than the user role, by name: {"SetAlias": "operator"}.
     roles: Mapping[str, str] = field(default_factory=dict)
+
+
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings' PEM files; None for plaintext."""
+    if not settings.tls_cert:
+        return None
+    try:
+        chain, key = Path(settings.tls_cert).read_bytes(), Path(settings.tls_key).read_bytes()
+        client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    except OSError as exc:
+        raise UnavailableError(f"cannot read a TLS file: {exc}") from exc
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 class GrpcServer:
@@ -106,7 +121,11 @@ class GrpcServer:
         server = self._server = self._build()
         address = f"{self.settings.host}:{self.settings.port}"
         try:
-            self.port = server.add_insecure_port(address)
+            credentials = server_credentials(self.settings)
+            if credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise UnavailableError(f"cannot listen on {address}: {exc}") from exc
         await server.start()

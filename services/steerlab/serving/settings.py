@@ -7,7 +7,8 @@ Each setting is a typed field. Its value is the command-line flag when one was g
   ``STEERLAB_MODEL``, ``database_url`` reads ``STEERLAB_DATABASE_URL``).
 - A service's ``server`` (a :class:`ServerSettings`) reads ``STEERLAB_<SERVICE>_HOST``,
   ``_PORT`` and ``_METRICS_PORT`` (``off`` disables /metrics), ``STEERLAB_MAX_MESSAGE_BYTES``
-  ``STEERLAB_TOKEN`` and ``STEERLAB_AUTH``; its ports default to the service's in :data:`DEFAULT_PORTS`.
+  ``STEERLAB_TOKEN``, ``STEERLAB_AUTH`` and ``STEERLAB_TLS_CERT``, ``_KEY``, ``_CLIENT_CA``;
+  its ports default to the service's in :data:`DEFAULT_PORTS`.
 - A nested field listed in ``nested_variables`` reads the variables named there.
 
 ``XxxSettings.from_env(**flags)`` builds one; a flag of None means "not given".
@@ -23,10 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from steerlab.settings import DEFAULT_PORTS
+from steerlab.settings import DEFAULT_PORTS, SERVER_FLAGS
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-SERVER_FLAGS = ("host", "port", "metrics_port", "auth")
 
 
 class ServerSettings(BaseModel):
@@ -45,15 +45,24 @@ class ServerSettings(BaseModel):
     token: str = Field(default="", repr=False)
     # none, token or keys (see steerlab.serving.auth); empty: token when a token is set, else none.
     auth: Literal["", "none", "token", "keys"] = ""
+    # TLS: PEM files of the server's certificate chain and key; with a client CA, mutual TLS
+    # (a client must present a certificate that CA signed). Empty: plaintext.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
     @property
     def auth_mode(self) -> str:
         return self.auth or ("token" if self.token else "none")
 
     @model_validator(mode="after")
-    def _token_mode_has_a_token(self) -> Self:
+    def _complete(self) -> Self:
         if self.auth_mode == "token" and not self.token:
             raise ValueError("--auth token needs a token: set STEERLAB_TOKEN")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
         return self
 
     @field_validator("port", "metrics_port")
@@ -81,6 +90,9 @@ def server_variables(service: str) -> dict[str, str]:
         "max_message_bytes": "STEERLAB_MAX_MESSAGE_BYTES",
         "token": "STEERLAB_TOKEN",
         "auth": "STEERLAB_AUTH",
+        "tls_cert": "STEERLAB_TLS_CERT",
+        "tls_key": "STEERLAB_TLS_KEY",
+        "tls_client_ca": "STEERLAB_TLS_CLIENT_CA",
     }
 
 
@@ -119,7 +131,7 @@ class SteerLabSettings(BaseSettings):
     def from_env(cls, **flags: Any) -> Self:
         """The settings from the flags given (None: not given), else ``STEERLAB_*``, else defaults.
 
-        ``host``, ``port``, ``metrics_port`` and ``auth`` are the server's. A value of the wrong type is a
+        The flags of :data:`SERVER_FLAGS` are the server's. A value of the wrong type is a
         ``ValueError`` that names its variable.
         """
         given = {name: value for name, value in flags.items() if value is not None}

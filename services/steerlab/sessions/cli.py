@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from steerlab.cli_options import add_serve_command
+from steerlab.cli_options import add_serve_command, server_flags
 
 
 def add_commands(commands: Any) -> None:
     """Register the ``sessions`` command group on the top-level subparsers."""
-    serve = add_serve_command(
-        commands, "sessions", "run the preference and session service")
+    serve = add_serve_command(commands, "sessions", "run the preference and session service")
     serve.add_argument(
         "--registry", help="registry HOST:PORT whose dimensions sessions use (default: the built-in five)"
     )
@@ -31,10 +30,7 @@ def _serve(args: argparse.Namespace) -> None:
         database_url=args.database_url,
         registry=args.registry,
         learn_method=args.learn_method,
-        host=args.host,
-        port=args.port,
-        metrics_port=args.metrics_port,
-        auth=args.auth,
+        **server_flags(args),
     )
     server, manager = build_session_server(settings)
     try:

@@ -21,6 +21,7 @@ from .store import SessionStore
 
 log = logging.getLogger(__name__)
 
+
 class SessionSettings(SteerLabSettings):
     """``steerlab sessions serve``: ``STEERLAB_DATABASE_URL``, ``STEERLAB_REGISTRY``,
     ``STEERLAB_LEARN_METHOD`` and ``STEERLAB_SESSIONS_*``."""

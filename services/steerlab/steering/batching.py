@@ -85,9 +85,7 @@ class RowSteering:
         return cls({}, ())
 
 
-def fold_mix(
-    mix: Sequence[tuple[PreparedVectorSet, float]], max_percent: float = MAX_PERCENT
-) -> RowSteering:
+def fold_mix(mix: Sequence[tuple[PreparedVectorSet, float]], max_percent: float = MAX_PERCENT) -> RowSteering:
     """Fold ``(vector set, percent)`` pairs into one delta per layer and site.
 
     ``max_percent`` above 100 lets research sweeps go past the functional range."""

@@ -37,7 +37,6 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 BUILTIN_DIMENSIONS = ("cost", "ambiance", "age", "time", "culture")
 
 
-
 def check_name(kind: str, name: str) -> str:
     """A dimension or alias name as the registry and jobs accept it; a clear error otherwise."""
     if not NAME_PATTERN.match(name):
@@ -45,6 +44,7 @@ def check_name(kind: str, name: str) -> str:
             f"invalid {kind} name {name!r}: use a lower-case letter, then up to 62 of a-z, 0-9, '_' or '-'"
         )
     return name
+
 
 @dataclass(frozen=True)
 class Dimension:
