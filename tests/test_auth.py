@@ -5,10 +5,13 @@ those of a person who holds a valid key of their own."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +145,10 @@ def platform(database_url: str, interpreter: FeedbackInterpreter, smollm2: Loade
         server.stop()
 
 
-def test_another_user_cannot_see_or_touch_a_users_session(platform: Platform) -> None:
+def test_another_user_cannot_see_or_touch_a_users_session(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="steerlab.audit")
     keys = platform.keys
     with platform.client(SessionClient, keys.ana) as ana:
         session = ana.create("", "smollm2-135m")
@@ -189,6 +195,22 @@ def test_another_user_cannot_see_or_touch_a_users_session(platform: Platform) ->
     with platform.client(SessionClient, keys.admin) as admin:  # an admin sees every tenant
         assert admin.get(session.id).user_id == "ana"
         assert [s.id for s in admin.list_sessions("ana", tenant="acme")] == [session.id]
+
+    # Every change and every attempt at one is an audit line, by key id, never by key.
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "steerlab.audit"]
+    ana_id, bob_id = keys.ana.split("_")[1], keys.bob.split("_")[1]
+    assert {
+        "audit": "CreateSession",
+        "principal": ana_id,
+        "tenant": "acme",
+        "outcome": "OK",
+    }.items() <= lines[0].items()
+    deletes = [line for line in lines if line["audit"] == "DeleteSession" and line["principal"] == bob_id]
+    assert [(d["outcome"], d["resource"]) for d in deletes] == [("NOT_FOUND", f"session_id={session.id}")]
+    secrets = [key.rsplit("_", 1)[1] for key in vars(keys).values()]
+    assert not any(secret in r.getMessage() for r in caplog.records for secret in secrets)
+    metrics = urllib.request.urlopen(platform.sessions.metrics_url).read().decode()
+    assert 'steerlab_session_audit_events_total{method="DeleteSession",outcome="NOT_FOUND"} 2.0' in metrics
 
 
 def test_each_role_may_do_its_own_and_is_told_which_role_it_lacks(platform: Platform) -> None:

@@ -51,6 +51,19 @@ def database_url(args: argparse.Namespace) -> str:
     return os.environ.get("STEERLAB_DATABASE_URL") or f"sqlite:///{embedded}"
 
 
+def _audit(method: str, record: Any) -> None:
+    """The audit line of a key change made here, on stderr: by whoever runs the command."""
+    import getpass
+    import logging
+
+    from .audit import audit
+    from .principal import Principal
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    resource = f"key_id={record.key_id} tenant={record.tenant} user_id={record.user_id} role={record.role}"
+    audit(Principal("", "", getpass.getuser(), "admin"), method, resource, "OK")
+
+
 def _store(args: argparse.Namespace) -> Any:
     from steerlab.storage import open_database
 
@@ -65,6 +78,7 @@ def _create(args: argparse.Namespace) -> None:
         record, key = store.create(args.tenant, args.user, args.role, args.expires)
     finally:
         store.close()
+    _audit("keys create", record)
     expires = record.expires_at.isoformat(timespec="seconds") if record.expires_at else "never"
     print(f"key {record.key_id}: {_holder(record)}; expires {expires}")
     print("the key is shown only now; it is stored hashed and cannot be shown again:")
@@ -96,6 +110,7 @@ def _revoke(args: argparse.Namespace) -> None:
         record = store.revoke(args.key_id)
     finally:
         store.close()
+    _audit("keys revoke", record)
     print(f"key {record.key_id} ({_holder(record)}) is revoked")
 
 

@@ -22,7 +22,7 @@ from steerlab.serving.auth import open_key_store
 from steerlab.storage import open_database
 from steerlab_api.v1 import jobs_pb2_grpc
 
-from .service import ROLES, SERVICE_NAME, JobServicer
+from .service import AUDITED, ROLES, SERVICE_NAME, JobServicer
 from .store import QUEUED, STATES, JobStore
 from .worker import EXTRACT_TASK, WorkerSettings, create_celery
 
@@ -146,7 +146,7 @@ class JobServer:
         )
         self.servicer = JobServicer(self.store, self.monitor.dispatch, settings.watch_poll_s)
         self.binding = ServiceBinding(
-            SERVICE_NAME, self.servicer, jobs_pb2_grpc.add_JobServiceServicer_to_server, ROLES
+            SERVICE_NAME, self.servicer, jobs_pb2_grpc.add_JobServiceServicer_to_server, ROLES, AUDITED
         )
         keys = open_key_store(settings.server, settings.worker.database_url)
         self.server = GrpcServer([self.binding], settings.server, metrics_registry=registry, keys=keys)

@@ -20,6 +20,7 @@ from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRecord, Job
 SERVICE_NAME = "steerlab.v1.JobService"
 # With --auth keys: jobs are for operators.
 ROLES = {method: "operator" for method in ("SubmitExtraction", "GetJob", "WatchJob", "CancelJob", "ListJobs")}
+AUDITED = frozenset({"SubmitExtraction", "CancelJob"})  # the calls that change something
 
 STATE_VALUES = {
     QUEUED: pb.JOB_STATE_QUEUED,

@@ -11,7 +11,7 @@ from steerlab.serving.auth import open_key_store
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_api.v1 import registry_pb2_grpc
 
-from .service import ROLES, SERVICE_NAME, RegistryServicer
+from .service import AUDITED, ROLES, SERVICE_NAME, RegistryServicer
 from .store import RegistryStore
 
 
@@ -26,7 +26,11 @@ class RegistrySettings(SteerLabSettings):
 
 def registry_binding(store: RegistryStore) -> ServiceBinding:
     return ServiceBinding(
-        SERVICE_NAME, RegistryServicer(store), registry_pb2_grpc.add_RegistryServiceServicer_to_server, ROLES
+        SERVICE_NAME,
+        RegistryServicer(store),
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        ROLES,
+        AUDITED,
     )
 
 

@@ -25,6 +25,8 @@ ROLES = {
     "DeleteVectorSet": "operator",
     "SetAlias": "operator",
 }
+# The calls that change the registry, each written to the audit log: those an operator may make.
+AUDITED = frozenset(ROLES)
 
 
 def dimension_to_proto(record: DimensionRecord) -> vpb.Dimension:

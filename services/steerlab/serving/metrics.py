@@ -11,13 +11,15 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from steerlab.auth import current_principal
+from steerlab.auth.audit import audit, resource_of
 from steerlab.steering.errors import SteerLabError
 
 from .status import status_code
@@ -51,6 +53,13 @@ class RpcMetrics:
             registry=registry,
         )
 
+        self.audited = Counter(
+            f"steerlab_{service}_audit_events",
+            f"Changes made through the {service} service (each also an audit log line), by outcome",
+            ["method", "outcome"],
+            registry=registry,
+        )
+
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method, code).inc()
         self.latency.labels(method, code).observe(seconds)
@@ -64,8 +73,9 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     INTERNAL without internals.
     """
 
-    def __init__(self, metrics: dict[str, RpcMetrics]) -> None:
+    def __init__(self, metrics: dict[str, RpcMetrics], audited: Mapping[str, frozenset[str]]) -> None:
         self._metrics = metrics  # by full service name
+        self._audited = audited  # the methods that change something, by full service name
 
     async def intercept_service(
         self,
@@ -77,9 +87,10 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         metrics = self._metrics.get(service)
         if handler is None or metrics is None:
             return handler
+        audited = method in self._audited.get(service, frozenset())
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(metrics, method, handler.unary_unary),
+                self._unary(metrics, method, handler.unary_unary, audited),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -91,9 +102,9 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return handler
 
-    def _unary(self, metrics: RpcMetrics, method: str, behaviour: Any) -> Any:
+    def _unary(self, metrics: RpcMetrics, method: str, behaviour: Any, audited: bool) -> Any:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with _observed(metrics, method, context):
+            async with _observed(metrics, method, context, request if audited else None):
                 return await behaviour(request, context)
 
         return unary
@@ -109,8 +120,10 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 @asynccontextmanager
 async def _observed(
-    metrics: RpcMetrics, method: str, context: grpc.aio.ServicerContext
+    metrics: RpcMetrics, method: str, context: grpc.aio.ServicerContext, audited: Any = None
 ) -> AsyncIterator[None]:
+    """Time the call and count it by status; with ``audited`` (the request of a call that
+    changes something), also write its audit line, as the principal the call ran as."""
     started = time.perf_counter()
     code = "OK"
     try:
@@ -131,6 +144,9 @@ async def _observed(
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
     finally:
         metrics.observe(method, code, time.perf_counter() - started)
+        if audited is not None:
+            audit(current_principal(), method, resource_of(audited), code)
+            metrics.audited.labels(method, code).inc()
 
 
 def _context_code(context: grpc.aio.ServicerContext, default: str) -> str:

@@ -36,6 +36,8 @@ class ServiceBinding:
     register: Callable[[Any, grpc.aio.Server], None]
     # Methods that need more than the user role, by name: {"SetAlias": "operator"}.
     roles: Mapping[str, str] = field(default_factory=dict)
+    # Methods that change something: each call is written to the audit log and counted.
+    audited: frozenset[str] = frozenset()
 
 
 def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
@@ -87,7 +89,8 @@ class GrpcServer:
             self._metrics = {
                 s.name: RpcMetrics(short_service_name(s.name), self.metrics_registry) for s in self.services
             }
-        interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(self._metrics)]
+        audited = {s.name: s.audited for s in self.services}
+        interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(self._metrics, audited)]
         # Inside the observer, so that refusals are counted.
         if self.settings.auth_mode == "token":
             interceptors.append(TokenInterceptor(self.settings.token))

@@ -16,7 +16,7 @@ from steerlab_api.v1 import sessions_pb2_grpc
 from .catalog import DimensionCatalog, RegistryCatalog, StaticCatalog
 from .learn import FeedbackInterpreter, LearnMethod, make_interpreter
 from .manager import SessionManager
-from .service import SERVICE_NAME, SessionServicer
+from .service import AUDITED, SERVICE_NAME, SessionServicer
 from .store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,10 @@ class SessionSettings(SteerLabSettings):
 
 def session_binding(manager: SessionManager) -> ServiceBinding:
     return ServiceBinding(
-        SERVICE_NAME, SessionServicer(manager), sessions_pb2_grpc.add_SessionServiceServicer_to_server
+        SERVICE_NAME,
+        SessionServicer(manager),
+        sessions_pb2_grpc.add_SessionServiceServicer_to_server,
+        audited=AUDITED,
     )
 
 

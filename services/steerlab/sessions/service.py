@@ -33,6 +33,18 @@ from .state import (
 )
 
 SERVICE_NAME = "steerlab.v1.SessionService"
+# The calls that change a session, each written to the audit log.
+AUDITED = frozenset(
+    {
+        "CreateSession",
+        "DeleteSession",
+        "UpdatePreferences",
+        "AppendTurn",
+        "SubmitFeedback",
+        "StartCalibration",
+        "ChooseComparison",
+    }
+)
 
 MODES = {
     pb.INTERFACE_MODE_SELECT: SELECT,
