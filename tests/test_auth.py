@@ -62,7 +62,7 @@ def test_keys_are_stored_hashed_and_expired_or_revoked_keys_are_refused(database
         record, key = store.create("acme", "ana@example.com", "user")
         principal = store.authenticate(key)
         assert (principal.tenant, principal.user_id, principal.role) == ("acme", "ana@example.com", "user")
-        secret = key.rsplit("_", 1)[1]
+        secret = key.split("_", 2)[2]
         with store.database.transaction() as cursor:
             cursor.execute("SELECT * FROM api_keys")
             stored = " ".join(str(value) for row in cursor.fetchall() for value in row)
@@ -207,8 +207,9 @@ def test_another_user_cannot_see_or_touch_a_users_session(
     }.items() <= lines[0].items()
     deletes = [line for line in lines if line["audit"] == "DeleteSession" and line["principal"] == bob_id]
     assert [(d["outcome"], d["resource"]) for d in deletes] == [("NOT_FOUND", f"session_id={session.id}")]
-    secrets = [key.rsplit("_", 1)[1] for key in vars(keys).values()]
-    assert not any(secret in r.getMessage() for r in caplog.records for secret in secrets)
+    secrets = [key.split("_", 2)[2] for key in vars(keys).values()]
+    leaked = [r.getMessage() for r in caplog.records for secret in secrets if secret in r.getMessage()]
+    assert not leaked
     metrics = urllib.request.urlopen(platform.sessions.metrics_url).read().decode()
     assert 'steerlab_session_audit_events_total{method="DeleteSession",outcome="NOT_FOUND"} 2.0' in metrics
 
@@ -357,3 +358,51 @@ def test_tls_refuses_plaintext_and_unknown_cas_and_mutual_tls_needs_a_client_cer
                 dimensions(target, refused_tls)
     finally:
         mutual.stop()
+
+
+def test_a_key_over_its_request_rate_or_token_budget_is_refused_with_a_retry_hint(
+    tmp_path: Path, smollm2: LoadedModel
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'steerlab.db'}"
+    store = KeyStore(open_database(database_url))
+    ana, bob, service = (store.create("acme", user, "user")[1] for user in ("ana", "bob", "inference"))
+    store.close()
+    limited = KEYED.model_copy(
+        update={"key_requests_per_s": 0.2, "key_request_burst": 2, "key_tokens_per_minute": 6}
+    )
+    registry_server, registry_store = build_registry_server(
+        RegistrySettings(database_url=database_url, server=limited)
+    )
+    registry = ServerThread(server=registry_server, closing=registry_store.close)
+    settings = InferenceSettings(
+        model="smollm2-135m",
+        registry=registry.target,
+        database_url=database_url,
+        server=limited.model_copy(update={"key_requests_per_s": 0, "token": service}),
+    )
+    served = build_inference_server(settings, runner=ModelRunner(smollm2))
+    inference = ServerThread(server=served.server, closing=served.close)
+    try:
+        with RegistryClient(registry.target, token=ana) as client:
+            client.list_dimensions()
+            client.list_dimensions()  # the burst
+            with refused(grpc.StatusCode.RESOURCE_EXHAUSTED, r"0.2 requests/s; retry in \d"):
+                client.list_dimensions()
+        with RegistryClient(registry.target, token=bob) as other:  # another key has its own bucket
+            other.list_dimensions()
+
+        with InferenceClient(inference.target, token=ana) as client:
+            used = 0  # generate until refused: that must come once 6 tokens are spent, not before
+            with refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "6 generated tokens/minute; retry in"):
+                for _ in range(8):  # each answer has at least one token
+                    used += client.generate("Tell me a story.", max_new_tokens=4).done.completion_tokens
+            assert 6 <= used < 6 + 4
+        with InferenceClient(inference.target, token=bob) as other:
+            assert other.generate("Hello", max_new_tokens=2).text is not None
+        metrics = urllib.request.urlopen(inference.metrics_url).read().decode()
+        assert 'steerlab_tenant_limited_total{limit="tokens",tenant="acme"} 1.0' in metrics
+        assert 'steerlab_tenant_generated_tokens_total{tenant="acme"}' in metrics
+        assert ana.split("_", 2)[2] not in metrics
+    finally:
+        inference.stop()
+        registry.stop()

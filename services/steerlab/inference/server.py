@@ -20,7 +20,7 @@ from steerlab_api.v1 import inference_pb2_grpc
 from .cpu import pack_linear_weights
 from .metrics import InferenceMetrics
 from .placement import Placement
-from .service import SERVICE_NAME, InferenceServicer, SessionLink
+from .service import SERVICE_NAME, InferenceServicer, SessionLink, generated_tokens
 from .vectors import RegistrySource, VectorSetCache, VectorSource
 
 DEFAULT_REGISTRY = default_address("registry")
@@ -140,7 +140,10 @@ def build_inference_server(
         engine, vectors, sessions, settings.default_max_new_tokens, settings.tensor_parallel
     )
     binding = ServiceBinding(
-        SERVICE_NAME, servicer, inference_pb2_grpc.add_InferenceServiceServicer_to_server
+        SERVICE_NAME,
+        servicer,
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server,
+        metered={"Generate": generated_tokens},
     )
     keys = open_key_store(settings.server, settings.database_url)
     return InferenceServer(GrpcServer([binding], settings.server, registry, keys), engine, source)

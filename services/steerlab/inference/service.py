@@ -103,6 +103,11 @@ class SessionLink:
             return int(turn.index)
 
 
+def generated_tokens(response: pb.GenerateResponse) -> int:
+    """The tokens a Generate response accounts for: the answer's, on its last message."""
+    return int(response.done.completion_tokens) if response.HasField("done") else 0
+
+
 def _derived(request_id: str, part: str) -> str:
     """The request id of one of the turns a Generate request records ("" without one)."""
     return f"{request_id}:{part}" if request_id else ""

@@ -19,8 +19,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry, Counter
 
 from steerlab.auth import Principal, bind_principal
+from steerlab.auth.limits import KeyLimits
 from steerlab.auth.store import KeyStore
 from steerlab.steering.errors import UnauthenticatedError
 from steerlab.storage import open_database
@@ -64,13 +66,58 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
 
 
-class KeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """``keys`` mode: checks the call's API key and the method's role, then runs the handler as
-    the key's principal."""
+MAX_TENANT_LABELS = 100  # metrics label at most this many tenants by name, the rest "other"
 
-    def __init__(self, keys: KeyStore, roles: Mapping[str, str]) -> None:
+
+class TenantMetrics:
+    """What each tenant's keys use and how often they are limited (labelled by tenant, never key)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "steerlab_tenant_requests", "Calls made with API keys, by tenant", ["tenant"], registry=registry
+        )
+        self.tokens = Counter(
+            "steerlab_tenant_generated_tokens",
+            "Tokens generated for API keys, by tenant",
+            ["tenant"],
+            registry=registry,
+        )
+        self.limited = Counter(
+            "steerlab_tenant_limited",
+            "Calls refused by a per-key limit, by tenant and limit (requests or tokens)",
+            ["tenant", "limit"],
+            registry=registry,
+        )
+        self._named: set[str] = set()
+
+    def tenant(self, tenant: str) -> str:
+        """``tenant`` as a label value; bounded, so that no caller can grow the metrics."""
+        if tenant not in self._named and len(self._named) < MAX_TENANT_LABELS:
+            self._named.add(tenant)
+        return tenant if tenant in self._named else "other"
+
+
+# A metered method: how many tokens one of its responses generated.
+Meter = Callable[[Any], int]
+
+
+class KeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """``keys`` mode: checks the call's API key, the method's role and the key's limits, then
+    runs the handler as the key's principal (charging a metered method's generated tokens)."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        roles: Mapping[str, str],
+        limits: KeyLimits,
+        metered: Mapping[str, Meter],
+        metrics: TenantMetrics,
+    ) -> None:
         self.keys = keys
         self.roles = roles  # "/steerlab.v1.Service/Method" -> the least role that may call it
+        self.limits = limits
+        self.metered = metered  # "/steerlab.v1.Service/Method" -> tokens of a response
+        self.metrics = metrics
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -92,7 +139,40 @@ class KeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not principal.may(needed):
             message = f"{method.lstrip('/')} needs the {needed} role; this key has {principal.role}"
             return _refusing(handler, grpc.StatusCode.PERMISSION_DENIED, message)
-        return _as_principal(handler, principal)
+        tenant = self.metrics.tenant(principal.tenant)
+        self.metrics.requests.labels(tenant).inc()
+        refusal = self._over_limit(principal, method, tenant)
+        if refusal is not None:
+            return refusal(handler)
+        meter = self.metered.get(method)
+        charge = None if meter is None else self._charger(principal, tenant, meter)
+        return _as_principal(handler, principal, charge)
+
+    def _over_limit(
+        self, principal: Principal, method: str, tenant: str
+    ) -> Callable[[grpc.RpcMethodHandler], grpc.RpcMethodHandler] | None:
+        settings = self.limits.settings
+        checks = [("requests", self.limits.request_wait_s, f"{settings.requests_per_s:g} requests/s")]
+        if method in self.metered:
+            budget = f"{settings.tokens_per_minute:g} generated tokens/minute"
+            checks.append(("tokens", self.limits.generation_wait_s, budget))
+        for limit, wait_s, described in checks:
+            wait = wait_s(principal.key_id)
+            if wait > 0:
+                self.metrics.limited.labels(tenant, limit).inc()
+                message = f"key {principal.key_id} is over its limit of {described}; retry in {wait:.1f} s"
+                retry = (("retry-after-s", f"{wait:.1f}"),)
+                return lambda h: _refusing(h, grpc.StatusCode.RESOURCE_EXHAUSTED, message, retry)
+        return None
+
+    def _charger(self, principal: Principal, tenant: str, meter: Meter) -> Callable[[Any], None]:
+        def charge(response: Any) -> None:
+            tokens = meter(response)
+            if tokens:
+                self.limits.charge_tokens(principal.key_id, tokens)
+                self.metrics.tokens.labels(tenant).inc(tokens)
+
+        return charge
 
 
 def _options(handler: grpc.RpcMethodHandler) -> dict[str, Any]:
@@ -102,9 +182,12 @@ def _options(handler: grpc.RpcMethodHandler) -> dict[str, Any]:
     }
 
 
-def _as_principal(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodHandler:
+def _as_principal(
+    handler: grpc.RpcMethodHandler, principal: Principal, charge: Callable[[Any], None] | None = None
+) -> grpc.RpcMethodHandler:
     """``handler`` run as ``principal``: each call is its own asyncio task, so the principal
-    bound at its start is that call's alone (and the threads it starts inherit it)."""
+    bound at its start is that call's alone (and the threads it starts inherit it). ``charge``
+    sees each response of a stream (to count what it generated)."""
     if handler.unary_unary is not None:
         unary = handler.unary_unary
 
@@ -119,15 +202,22 @@ def _as_principal(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.
         async def serve_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             bind_principal(principal)
             async for response in stream(request, context):
+                if charge is not None:
+                    charge(response)
                 yield response
 
         return grpc.unary_stream_rpc_method_handler(serve_stream, **_options(handler))
     raise TypeError(f"SteerLab serves unary and server-streaming calls only, not {handler}")
 
 
-def _refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+def _refusing(
+    handler: grpc.RpcMethodHandler,
+    code: grpc.StatusCode,
+    message: str,
+    trailers: tuple[tuple[str, str], ...] = (),
+) -> grpc.RpcMethodHandler:
     async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
+        await context.abort(code, message, trailing_metadata=trailers)
 
     async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         await refuse(request, context)

@@ -17,10 +17,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from steerlab.auth.limits import KeyLimits
 from steerlab.auth.store import KeyStore
 from steerlab.steering.errors import UnavailableError
 
-from .auth import KeyInterceptor, TokenInterceptor
+from .auth import KeyInterceptor, Meter, TenantMetrics, TokenInterceptor
 from .metrics import ObservingInterceptor, RpcMetrics, short_service_name
 from .settings import ServerSettings
 
@@ -38,6 +39,8 @@ class ServiceBinding:
     roles: Mapping[str, str] = field(default_factory=dict)
     # Methods that change something: each call is written to the audit log and counted.
     audited: frozenset[str] = frozenset()
+    # Methods that generate tokens, charged to the key's budget: {"Generate": tokens_of_response}.
+    metered: Mapping[str, Meter] = field(default_factory=dict)
 
 
 def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
@@ -72,6 +75,8 @@ class GrpcServer:
         self.settings = settings
         self.services = tuple(services)
         self.keys = keys
+        self.limits = KeyLimits(settings.limits)
+        self._tenant_metrics: TenantMetrics | None = None
         # Pass a registry to export a service's own metrics beside the per-method ones.
         self.metrics_registry = metrics_registry or CollectorRegistry()
         # Registered on first start, so that a server that is built but never started (its
@@ -95,7 +100,14 @@ class GrpcServer:
         if self.settings.auth_mode == "token":
             interceptors.append(TokenInterceptor(self.settings.token))
         elif self.settings.auth_mode == "keys" and self.keys is not None:
-            interceptors.append(KeyInterceptor(self.keys, self.method_roles()))
+            if self._tenant_metrics is None:
+                self._tenant_metrics = TenantMetrics(self.metrics_registry)
+            metered = {
+                f"/{s.name}/{method}": meter for s in self.services for method, meter in s.metered.items()
+            }
+            interceptors.append(
+                KeyInterceptor(self.keys, self.method_roles(), self.limits, metered, self._tenant_metrics)
+            )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from steerlab.auth.limits import LimitSettings
 from steerlab.settings import DEFAULT_PORTS, SERVER_FLAGS
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -50,6 +51,14 @@ class ServerSettings(BaseModel):
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # Per API key (--auth keys), in each replica; 0: no limit.
+    key_requests_per_s: float = Field(default=0.0, ge=0)
+    key_request_burst: float = Field(default=0.0, ge=0)
+    key_tokens_per_minute: float = Field(default=0.0, ge=0)
+
+    @property
+    def limits(self) -> LimitSettings:
+        return LimitSettings(self.key_requests_per_s, self.key_request_burst, self.key_tokens_per_minute)
 
     @property
     def auth_mode(self) -> str:
@@ -93,6 +102,9 @@ def server_variables(service: str) -> dict[str, str]:
         "tls_cert": "STEERLAB_TLS_CERT",
         "tls_key": "STEERLAB_TLS_KEY",
         "tls_client_ca": "STEERLAB_TLS_CLIENT_CA",
+        "key_requests_per_s": "STEERLAB_KEY_REQUESTS_PER_S",
+        "key_request_burst": "STEERLAB_KEY_REQUEST_BURST",
+        "key_tokens_per_minute": "STEERLAB_KEY_TOKENS_PER_MINUTE",
     }
 
 
