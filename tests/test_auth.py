@@ -21,9 +21,12 @@ import grpc
 import pytest
 import trustme
 from service_support import ServerThread, ServiceProcess, free_port, fresh_postgres_database, make_vector_set
+from test_jobs_service import custom_dataset
 
 from steerlab.auth.store import KeyStore
 from steerlab.inference.server import InferenceSettings, build_inference_server
+from steerlab.jobs.server import JobServer, JobServiceSettings
+from steerlab.jobs.worker import WorkerSettings
 from steerlab.registry.server import RegistrySettings, build_registry_server
 from steerlab.serving import ServerSettings
 from steerlab.sessions.learn import FeedbackInterpreter, make_interpreter
@@ -32,7 +35,15 @@ from steerlab.steering import LoadedModel
 from steerlab.steering.engine import EngineSettings, ModelRunner
 from steerlab.steering.errors import UnauthenticatedError
 from steerlab.storage import open_database
-from steerlab_client import NO_RETRIES, ClientError, InferenceClient, RegistryClient, SessionClient, Tls
+from steerlab_client import (
+    NO_RETRIES,
+    ClientError,
+    InferenceClient,
+    JobClient,
+    RegistryClient,
+    SessionClient,
+    Tls,
+)
 from steerlab_client.errors import Unavailable
 
 KEYED = ServerSettings(port=0, metrics_port=0, auth="keys")
@@ -406,3 +417,44 @@ def test_a_key_over_its_request_rate_or_token_budget_is_refused_with_a_retry_hin
     finally:
         inference.stop()
         registry.stop()
+
+
+def test_jobs_belong_to_the_tenant_that_submitted_them(tmp_path: Path, tiny_model_dir: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'steerlab.db'}"
+    store = KeyStore(open_database(database_url))
+    acme, globex, user, admin = (
+        store.create(tenant, name, role)[1]
+        for tenant, name, role in (
+            ("acme", "ops", "operator"),
+            ("globex", "ops", "operator"),
+            ("acme", "ana", "user"),
+            ("steerlab", "root", "admin"),
+        )
+    )
+    store.close()
+    settings = JobServiceSettings(
+        worker=WorkerSettings(database_url=database_url, broker_url=""), server=KEYED
+    )
+    jobs = JobServer(settings)  # its worker is not started: jobs stay queued
+    server = ServerThread(server=jobs.server, closing=jobs.close)
+    dataset = custom_dataset("thrift")
+    try:
+        with JobClient(server.target, token=acme) as ours:
+            job = ours.submit_extraction(str(tiny_model_dir), dataset=dataset, request_id="acme-1")
+            assert [j.id for j in ours.list()] == [job.id]
+        with JobClient(server.target, token=globex) as theirs:
+            assert theirs.list() == []
+            for attempt in (lambda: theirs.get(job.id), lambda: theirs.cancel(job.id)):
+                with refused(grpc.StatusCode.NOT_FOUND, f"no job '{job.id}'"):
+                    attempt()
+            with refused(grpc.StatusCode.ALREADY_EXISTS, "another tenant's job"):
+                theirs.submit_extraction(str(tiny_model_dir), dataset=dataset, request_id="acme-1")
+        with (
+            JobClient(server.target, token=user) as mere_user,
+            refused(grpc.StatusCode.PERMISSION_DENIED, "JobService/ListJobs needs the operator role"),
+        ):
+            mere_user.list()
+        with JobClient(server.target, token=admin) as root:
+            assert [j.id for j in root.list()] == [job.id]
+    finally:
+        server.stop()

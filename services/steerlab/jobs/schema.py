@@ -37,4 +37,10 @@ MIGRATIONS = (
         "ALTER TABLE jobs ADD COLUMN request_id TEXT",
         "CREATE UNIQUE INDEX jobs_by_request ON jobs (request_id)",
     ),
+    sql_migration(
+        3,
+        "tenants: a job belongs to the tenant of the key that submitted it",
+        "ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX jobs_by_tenant ON jobs (tenant, seq)",
+    ),
 )

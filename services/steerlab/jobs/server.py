@@ -126,6 +126,8 @@ class InProcessWorker:
         self._thread.start()
 
     def stop(self) -> None:
+        if not self._thread.is_alive():  # never started, or already ended
+            return
         self._controller.stop()
         self._thread.join(timeout=60)
 

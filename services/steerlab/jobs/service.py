@@ -8,9 +8,10 @@ from dataclasses import asdict
 
 import grpc
 
+from steerlab.auth import current_principal
 from steerlab.serving.messages import timestamp
 from steerlab.steering.config import ExtractionConfig
-from steerlab.steering.errors import InvalidArgumentError, UnavailableError
+from steerlab.steering.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
 from steerlab_api.v1 import jobs_pb2 as pb
 from steerlab_api.v1 import jobs_pb2_grpc
 
@@ -100,6 +101,13 @@ def job_to_proto(record: JobRecord) -> pb.Job:
     return message
 
 
+def _visible(record: JobRecord) -> bool:
+    """Whether the caller may see a job: an admin (or any caller without API keys) sees every
+    job; a key of a tenant sees its tenant's."""
+    principal = current_principal()
+    return principal.is_admin or record.tenant == principal.tenant
+
+
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     """``dispatch(job_id)`` hands a queued job to the broker."""
 
@@ -116,13 +124,15 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return pb.SubmitExtractionResponse(job=job_to_proto(record))
 
     def submit(self, spec: ExtractionJobSpec, request_id: str = "") -> JobRecord:
-        """Check ``spec``, record the job and queue it; returns the queued record.
-
-        A repeated ``request_id`` returns the job the first call submitted, as it is now."""
+        """Check ``spec``, record the job (the caller's tenant's) and queue it; returns the
+        queued record. A repeated ``request_id`` returns the job the first call submitted, as it is now."""
+        tenant = current_principal().tenant
         if request_id and (submitted := self.store.submitted(request_id)) is not None:
+            if not _visible(submitted):
+                raise AlreadyExistsError(f"request_id {request_id!r} was used by another tenant's job")
             return submitted
         checked, _dataset = spec.checked()
-        record = self.store.create(checked, request_id)
+        record = self.store.create(checked, request_id, tenant)
         try:
             self.dispatch(record.job_id)
         except Exception as exc:
@@ -132,15 +142,22 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return record
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
-        record = await asyncio.to_thread(self.store.get, request.id)
+        record = await asyncio.to_thread(self._get, request.id)
         return pb.GetJobResponse(job=job_to_proto(record))
+
+    def _get(self, job_id: str) -> JobRecord:
+        """The job, if the caller's tenant may see it; NOT_FOUND otherwise, as for no job at all."""
+        record = self.store.get(job_id)
+        if not _visible(record):
+            raise NotFoundError(f"no job {job_id!r}")
+        return record
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobResponse]:
         last = None
         while True:
-            record = await asyncio.to_thread(self.store.get, request.id)
+            record = await asyncio.to_thread(self._get, request.id)
             if record.progress_key() != last:
                 last = record.progress_key()
                 yield pb.WatchJobResponse(job=job_to_proto(record))
@@ -151,6 +168,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelJobResponse:
+        await asyncio.to_thread(self._get, request.id)
         record = await asyncio.to_thread(self.store.cancel, request.id)
         return pb.CancelJobResponse(job=job_to_proto(record))
 
@@ -162,7 +180,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             if request.state not in STATES:
                 raise InvalidArgumentError(f"unknown job state {request.state}")
             state = STATES[request.state]
+        principal = current_principal()
+        tenant = None if principal.is_admin else principal.tenant
         records, next_token = await asyncio.to_thread(
-            self.store.list_jobs, state, request.page_size, request.page_token
+            self.store.list_jobs, state, request.page_size, request.page_token, tenant
         )
         return pb.ListJobsResponse(jobs=[job_to_proto(r) for r in records], next_page_token=next_token)

@@ -30,7 +30,7 @@ ENDED = (SUCCEEDED, FAILED, CANCELLED)
 
 _COLUMNS = (
     "seq, job_id, state, dimension, spec, stage, percent, message, result, error, attempts,"
-    " cancel_requested, lease_until, created_at, started_at, finished_at"
+    " cancel_requested, lease_until, created_at, started_at, finished_at, tenant"
 )
 _Result = TypeVar("_Result")
 
@@ -63,6 +63,7 @@ class JobRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    tenant: str = ""  # "" without API keys
 
     @property
     def ended(self) -> bool:
@@ -91,8 +92,8 @@ class JobStore:
 
     # -- what the job service does ----------------------------------------------------------
 
-    def create(self, spec: ExtractionJobSpec, request_id: str = "") -> JobRecord:
-        """Record a new queued job for a spec that was already checked.
+    def create(self, spec: ExtractionJobSpec, request_id: str = "", tenant: str = "") -> JobRecord:
+        """Record a new queued job of ``tenant`` for a spec that was already checked.
 
         With ``request_id``, creating again with the same key returns the job the first call
         recorded."""
@@ -107,11 +108,11 @@ class JobStore:
                     return existing
             cursor.execute(
                 "INSERT INTO jobs (job_id, state, dimension, model, spec, stage, percent, message, error,"
-                " attempts, cancel_requested, created_at, updated_at, request_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " attempts, cancel_requested, created_at, updated_at, request_id, tenant)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     *(job_id, QUEUED, spec.dimension, spec.model, spec.to_json()),
-                    *("queued", 0.0, "waiting for a worker", "", 0, 0, now, now, request_id or None),
+                    *("queued", 0.0, "waiting for a worker", "", 0, 0, now, now, request_id or None, tenant),
                 ),
             )
             return self._get(cursor, job_id)
@@ -132,13 +133,17 @@ class JobStore:
             return self._get(cursor, job_id)
 
     def list_jobs(
-        self, state: str = "", page_size: int = 0, page_token: str = ""
+        self, state: str = "", page_size: int = 0, page_token: str = "", tenant: str | None = None
     ) -> tuple[list[JobRecord], str]:
-        """Newest first; returns a page and the token of the next one ("" after the last)."""
+        """Newest first (of ``tenant`` only, unless None); returns a page and the token of the
+        next one ("" after the last)."""
         size = pages.page_size(page_size)
         after = pages.decode_page_token(page_token)
         conditions: list[str] = []
         params: list[object] = []
+        if tenant is not None:
+            conditions.append("tenant = %s")
+            params.append(tenant)
         if state:
             conditions.append("state = %s")
             params.append(state)
@@ -379,6 +384,7 @@ class JobStore:
             created_at=self.database.decode_time(row[13]),
             started_at=self._time(row[14]),
             finished_at=self._time(row[15]),
+            tenant=row[16],
         )
 
 
