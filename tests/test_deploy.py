@@ -184,8 +184,10 @@ def test_urls_come_from_the_users_secret_unless_the_chart_runs_the_stores() -> N
 
 
 def test_migrations_run_once_per_install_and_upgrade() -> None:
-    [job] = find(render({}), "Job")
+    [job] = find(render({"auth": {"mode": "none"}}), "Job")
     assert container(job)["command"] == ["steerlab", "migrate"]
+    [job] = find(render({}), "Job")  # with API keys (the default) it also registers the services' key
+    assert container(job)["command"] == ["steerlab", "migrate", "--register-service-key"]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     # The in-chart PostgreSQL is created by the install itself: migrate after it.
     [job] = find(render(EVERYTHING_VALUES), "Job")
@@ -263,10 +265,10 @@ def test_migrate_brings_every_component_up_to_date_once(
     assert main(["migrate", "--database-url", url]) == 0
     first = capsys.readouterr().out
     assert re.search(r"registry: applied 1, 2", first) and "sessions: applied 1" in first
-    assert "jobs: applied 1" in first
+    assert "jobs: applied 1" in first and "auth: applied 1" in first
     assert main(["migrate", "--database-url", url]) == 0
     second = capsys.readouterr().out
-    assert second.count("up to date") == 3, second
+    assert second.count("up to date") == 4, second  # registry, sessions, jobs, auth
 
 
 # --- The dashboard ----------------------------------------------------------------------------
@@ -333,3 +335,34 @@ def test_every_metric_the_dashboard_queries_is_exported(steerlab_up: Any) -> Non
     assert len(queried) >= 10
     missing = sorted(name for name in queried if family_of(name, families) is None)
     assert missing == [], f"the dashboard queries metrics no service exports: {missing}"
+
+
+def test_the_chart_installs_with_api_keys_by_default() -> None:
+    objects = render({})
+    [secret] = find(objects, "Secret", "steerlab-auth")
+    key = secret["stringData"]["token"]
+    assert re.fullmatch(r"slk_[0-9a-z]{16}_[A-Za-z0-9_-]{43}", key)
+    # Made before the migration Job that registers it, which may itself run before the install.
+    assert secret["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    [another] = find(render({}), "Secret", "steerlab-auth")
+    assert another["stringData"]["token"] != key  # each install its own key
+    [job] = find(objects, "Job")
+    assert env(job)["STEERLAB_TOKEN"] == ("steerlab-auth", "token")
+    for component in [*SERVERS, "workers"]:
+        [deployment] = find(objects, "Deployment", f"steerlab-{component}")
+        variables = env(deployment)
+        assert variables["STEERLAB_AUTH"] == "keys" and variables["STEERLAB_TOKEN"] == (
+            "steerlab-auth",
+            "token",
+        )
+    [inference] = find(objects, "Deployment", "steerlab-inference")
+    assert "STEERLAB_DATABASE_URL" in env(inference)  # it checks keys in the platform's database
+
+    # Bring your own key, or switch keys off for a closed network.
+    own = render({"auth": {"existingSecret": "my-key"}})
+    assert find(own, "Secret", "steerlab-auth") == []
+    assert env(find(own, "Deployment", "steerlab-sessions")[0])["STEERLAB_TOKEN"] == ("my-key", "token")
+    open_objects = render({"auth": {"mode": "none"}})
+    assert find(open_objects, "Secret", "steerlab-auth") == []
+    sessions = env(find(open_objects, "Deployment", "steerlab-sessions")[0])
+    assert sessions["STEERLAB_AUTH"] == "none" and "STEERLAB_TOKEN" not in sessions

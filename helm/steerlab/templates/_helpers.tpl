@@ -125,15 +125,31 @@ key: {{ .Values.connections.brokerUrlKey }}
       {{- include "steerlab.brokerUrlRef" . | nindent 6 }}
 {{- end }}
 
-{{/* STEERLAB_TOKEN when auth is on, then the component's own `env`; call with (dict "root" $ "values" ...). */}}
-{{- define "steerlab.extraEnv" -}}
-{{- with .root.Values.auth.existingSecret }}
+{{/* The Secret with the services' credential: the user's, or in keys mode the generated one. */}}
+{{- define "steerlab.authSecret" -}}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.existingSecret }}
+{{- else if eq .Values.auth.mode "keys" }}
+{{- include "steerlab.componentName" (dict "root" . "component" "auth") }}
+{{- end }}
+{{- end }}
+
+{{/* STEERLAB_AUTH and STEERLAB_TOKEN (the services' credential); call with the root. */}}
+{{- define "steerlab.authEnv" -}}
+- name: STEERLAB_AUTH
+  value: {{ .Values.auth.mode | quote }}
+{{- with include "steerlab.authSecret" . }}
 - name: STEERLAB_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ . }}
-      key: {{ $.root.Values.auth.tokenKey }}
+      key: {{ $.Values.auth.tokenKey }}
 {{- end }}
+{{- end }}
+
+{{/* The auth variables, then the component's own `env`; call with (dict "root" $ "values" ...). */}}
+{{- define "steerlab.extraEnv" -}}
+{{ include "steerlab.authEnv" .root }}
 {{- range $name, $value := .values.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}

@@ -25,6 +25,11 @@ def add_commands(commands: Any) -> None:
         help="postgresql://... or sqlite:///file "
         "(default: $STEERLAB_DATABASE_URL, else SQLite in STEERLAB_HOME)",
     )
+    parser.add_argument(
+        "--register-service-key",
+        action="store_true",
+        help="also register $STEERLAB_TOKEN as the services' admin API key, unless it is already (Helm)",
+    )
     parser.set_defaults(run=_migrate)
 
 
@@ -45,15 +50,33 @@ def migrate_all(database: Database) -> dict[str, list[int]]:
     return {component: migrate(database, component, steps) for component, steps in components()}
 
 
+SERVICE_TENANT, SERVICE_USER = "steerlab", "steerlab-services"
+
+
+def _register_service_key(database: Database) -> str:
+    import os
+
+    from steerlab.auth.store import KeyStore
+
+    key = os.environ.get("STEERLAB_TOKEN", "")
+    if not key:
+        raise ValueError("--register-service-key needs the key in STEERLAB_TOKEN")
+    record = KeyStore(database).register(key, SERVICE_TENANT, SERVICE_USER, "admin")
+    return f"  service key {record.key_id}: registered (admin {SERVICE_USER!r} of {SERVICE_TENANT!r})"
+
+
 def _migrate(args: argparse.Namespace) -> None:
     from steerlab.storage import open_database, resolve_database_url
 
     database = open_database(resolve_database_url(args.database_url))
     try:
         applied = migrate_all(database)
+        registered = _register_service_key(database) if args.register_service_key else ""
     finally:
         database.close()
     print(f"migrated {database.description}")
     for component, versions in applied.items():
         done = f"applied {', '.join(map(str, versions))}" if versions else "up to date"
         print(f"  {component}: {done}")
+    if registered:
+        print(registered)

@@ -21,7 +21,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from steerlab.steering.errors import InvalidArgumentError, NotFoundError, UnauthenticatedError
+from steerlab.steering.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnauthenticatedError,
+)
 from steerlab.storage import Database
 from steerlab.storage.migrations import migrate
 from steerlab.storage.requests import check_identifier
@@ -29,7 +34,8 @@ from steerlab.storage.requests import check_identifier
 from .principal import KEY_PREFIX, Principal, check_role
 from .schema import COMPONENT, MIGRATIONS
 
-_KEY = re.compile(r"^slk_(?P<key_id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
+# Key ids are hex when SteerLab makes them; any 16 of [0-9a-z] when a deployment does (Helm).
+_KEY = re.compile(r"^slk_(?P<key_id>[0-9a-z]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
 _COLUMNS = "key_id, secret_sha256, tenant, user_id, role, created_at, expires_at, revoked_at"
 
 
@@ -87,22 +93,47 @@ class KeyStore:
         now = datetime.now(UTC)
         expires = now + timedelta(days=expires_in_days) if expires_in_days is not None else None
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
-        with self.database.transaction(write=True) as cursor:
-            cursor.execute(
-                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    key_id,
-                    _sha256(secret),
-                    tenant,
-                    user_id,
-                    role,
-                    self.database.encode_time(now),
-                    self.database.encode_time(expires) if expires else None,
-                    None,
-                ),
-            )
         record = KeyRecord(key_id, tenant, user_id, role, now, expires, None)
+        with self.database.transaction(write=True) as cursor:
+            self._insert(cursor, record, secret)
         return record, f"{KEY_PREFIX}{key_id}_{secret}"
+
+    def register(self, key: str, tenant: str, user_id: str, role: str) -> KeyRecord:
+        """Store a key made elsewhere (a deployment's generated Secret), unless it is stored
+        already; a different key under the same id is refused."""
+        match = _KEY.match(key)
+        if match is None:
+            raise InvalidArgumentError("not a SteerLab API key (slk_<16 of 0-9a-z>_<43 of A-Za-z0-9_->)")
+        check_identifier("tenant", tenant)
+        check_identifier("user", user_id)
+        check_role(role)
+        record = KeyRecord(match["key_id"], tenant, user_id, role, datetime.now(UTC), None, None)
+        with self.database.transaction(write=True) as cursor:
+            cursor.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = %s", (record.key_id,))
+            row = cursor.fetchone()
+            if row is None:
+                self._insert(cursor, record, match["secret"])
+                return record
+        stored, digest = self._record(row)
+        if not hmac.compare_digest(digest, _sha256(match["secret"])):
+            raise AlreadyExistsError(f"another key has the id {record.key_id}")
+        return stored
+
+    def _insert(self, cursor: Any, record: KeyRecord, secret: str) -> None:
+        encode = self.database.encode_time
+        cursor.execute(
+            f"INSERT INTO api_keys ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                record.key_id,
+                _sha256(secret),
+                record.tenant,
+                record.user_id,
+                record.role,
+                encode(record.created_at),
+                encode(record.expires_at) if record.expires_at else None,
+                None,
+            ),
+        )
 
     def list(self, tenant: str = "") -> list[KeyRecord]:
         """Every key (of ``tenant``), oldest first."""
