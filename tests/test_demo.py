@@ -1,5 +1,6 @@
 """README command one: `steerlab demo` starts the platform on the built-in model, shows it working
-through the SDK, and stops it, leaving nothing running."""
+through the SDK, and stops it, leaving nothing running; with `--auth keys` it does the same with
+an API key of its own."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 
 
 @pytest.mark.slow
-def test_the_demo_runs_the_platform_end_to_end_and_leaves_nothing_running() -> None:
+@pytest.mark.parametrize("auth", ["none", "keys"])
+def test_the_demo_runs_the_platform_end_to_end_and_leaves_nothing_running(auth: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "steerlab.cli", "demo", "--max-new-tokens", "16"],
+        [sys.executable, "-m", "steerlab.cli", "demo", "--max-new-tokens", "16", "--auth", auth],
         capture_output=True,
         text=True,
         timeout=1500,
@@ -34,6 +36,7 @@ def test_the_demo_runs_the_platform_end_to_end_and_leaves_nothing_running() -> N
     assert "calibrated strengths: {'cost':" in output and "learned: cost -" in output
     assert "steerlab_inference_generated_tokens_total" in output
     assert "the platform has been stopped" in output
+    assert (f"--auth {auth}" in output) and (("made API key" in output) == (auth == "keys"))
     demo_server = "steerlab.cli up .*demo-platform"
     leftovers = subprocess.run(["pgrep", "-f", demo_server], capture_output=True, text=True)
     assert leftovers.stdout == "", f"steerlab up still running: {leftovers.stdout}"

@@ -145,7 +145,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(model=args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens)
+    run_demo(model=args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens, auth=args.auth)
 
 
 def _cmd_chat(args: argparse.Namespace) -> None:
@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="smollm2-135m")
     demo.add_argument("--prompt", default=None)
     demo.add_argument("--max-new-tokens", type=int, default=60)
+    demo.add_argument(
+        "--auth", choices=("none", "keys"), default="none", help="keys: the platform requires API keys"
+    )
     demo.set_defaults(run=_cmd_demo)
 
     chat = commands.add_parser("chat", help="chat with a steered model in the terminal (needs a server)")

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 from steerlab_api.v1 import sessions_pb2 as spb
 from steerlab_client import SteerLab
@@ -44,27 +45,61 @@ LEARN_REPLIES = [
 ]
 
 
-def run_demo(model: str = "smollm2-135m", prompt: str | None = None, max_new_tokens: int = 60) -> None:
-    """Start the platform on ``model``, show it working through the SDK, then stop it."""
+def run_demo(
+    model: str = "smollm2-135m", prompt: str | None = None, max_new_tokens: int = 60, auth: str = "none"
+) -> None:
+    """Start the platform on ``model``, show it working through the SDK, then stop it.
+
+    With ``auth="keys"`` the platform requires API keys, and the demo makes one for its user."""
     prompt = prompt or DEFAULT_PROMPT
     started = time.perf_counter()
-    with running_platform(model) as (address, metrics_url), SteerLab(address) as steerlab:
+    with (
+        running_platform(model, auth) as (address, metrics_url),
+        demo_key(auth) as key,
+        SteerLab(address, token=key) as steerlab,
+    ):
+        users = ("", "") if key else ("demo-calibrate", "demo-learn")  # a key names its user
         show_platform(steerlab, address, metrics_url)
         show_mixes(steerlab, prompt, max_new_tokens)
-        show_calibrate(steerlab, prompt, max_new_tokens)
-        session = show_learn(steerlab, max_new_tokens)
+        show_calibrate(steerlab, prompt, max_new_tokens, users[0])
+        session = show_learn(steerlab, max_new_tokens, users[1])
         show_history(steerlab, session)
         show_metrics(metrics_url)
     print(f"\nDone in {time.perf_counter() - started:.0f} s; the platform has been stopped.")
 
 
+def demo_data_dir() -> Path:
+    return steerlab_home() / "demo-platform"
+
+
 @contextmanager
-def running_platform(model: str) -> Iterator[tuple[str, str]]:
+def demo_key(auth: str) -> Iterator[str]:
+    """With API keys, a user key for the demo (revoked at the end); else "" (no credential)."""
+    if auth != "keys":
+        yield ""
+        return
+    from .auth.store import KeyStore
+    from .storage import open_database
+
+    store = KeyStore(open_database(f"sqlite:///{demo_data_dir() / 'steerlab.db'}"))
+    record, key = store.create("demo", "demo-user", "user")
+    print(f"  made API key {record.key_id} (role user, user 'demo-user' of tenant 'demo')", flush=True)
+    try:
+        yield key
+    finally:
+        store.revoke(record.key_id)
+        store.close()
+
+
+@contextmanager
+def running_platform(model: str, auth: str = "none") -> Iterator[tuple[str, str]]:
     """``steerlab up`` as a child process on free ports; yields (address, metrics URL)."""
-    data_dir = steerlab_home() / "demo-platform"
+    data_dir = demo_data_dir()
     command = [sys.executable, "-m", "steerlab.cli", "up", "--model", model, "--port", "0"]
-    command += ["--metrics-port", "0", "--data-dir", str(data_dir)]
-    print(f"Starting the platform: steerlab up --model {model} (data in {data_dir})", flush=True)
+    command += ["--metrics-port", "0", "--data-dir", str(data_dir), "--auth", auth]
+    print(
+        f"Starting the platform: steerlab up --model {model} --auth {auth} (data in {data_dir})", flush=True
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("STEERLAB_DATABASE_URL", None)  # the demo keeps to its own embedded database
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -140,9 +175,9 @@ def prefers_thrift(left: str, right: str) -> str:
     return "right" if thrift(right) > thrift(left) else "left"
 
 
-def show_calibrate(steerlab: SteerLab, prompt: str, max_new_tokens: int) -> None:
+def show_calibrate(steerlab: SteerLab, prompt: str, max_new_tokens: int, user: str) -> None:
     heading("CALIBRATE: a simulated user picks the thriftier of two answers, three rounds")
-    session = steerlab.create_session("demo-calibrate", mode="calibrate")
+    session = steerlab.create_session(user, mode="calibrate")
 
     def choose(comparison: spb.Comparison, left: str, right: str) -> str:
         side = prefers_thrift(left, right)
@@ -156,9 +191,9 @@ def show_calibrate(steerlab: SteerLab, prompt: str, max_new_tokens: int) -> None
     print(f"  calibrated strengths: {result.strengths}")
 
 
-def show_learn(steerlab: SteerLab, max_new_tokens: int) -> str:
+def show_learn(steerlab: SteerLab, max_new_tokens: int, user: str) -> str:
     heading("LEARN: the user's replies move the strengths")
-    session = steerlab.create_session("demo-learn", mode="learn")
+    session = steerlab.create_session(user, mode="learn")
     stream = steerlab.chat(
         "Where should we go for dinner on Friday?", session=session.id, max_new_tokens=max_new_tokens
     )
