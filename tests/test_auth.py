@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 import trustme
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import ServerThread, ServiceProcess, free_port, fresh_postgres_database, make_vector_set
 from test_jobs_service import custom_dataset
 
@@ -335,7 +336,7 @@ def test_tls_refuses_plaintext_and_unknown_cas_and_mutual_tls_needs_a_client_cer
         tls = {"tls_cert": paths["server"], "tls_key": paths["server-key"], "tls_client_ca": client_ca}
         settings = RegistrySettings(
             database_url=f"sqlite:///{tmp_path / 'registry.db'}",
-            server=ServerSettings(port=0, metrics_port=0, **tls),
+            server=ServerSettings(port=0, metrics_port=0, health_port=0, **tls),
         )
         server, store = build_registry_server(settings)
         return ServerThread(server=server, closing=store.close)
@@ -348,6 +349,10 @@ def test_tls_refuses_plaintext_and_unknown_cas_and_mutual_tls_needs_a_client_cer
     try:
         target = f"localhost:{server.server.port}"
         assert "cost" in dimensions(target, Tls(ca=paths["ca"]))
+        # Probes that cannot speak TLS (Kubernetes') ask the plaintext health port.
+        with grpc.insecure_channel(f"127.0.0.1:{server.server.health_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
         for refused_tls in (Tls(), Tls(ca=paths["stranger-ca"])):  # plaintext; a CA it does not know
             with pytest.raises(Unavailable):
                 dimensions(target, refused_tls)

@@ -45,13 +45,21 @@ EVERYTHING_VALUES: dict[str, Any] = {
     "inference": {"autoscaling": {"enabled": True}},
     "model": {"name": "/models/mine", "volume": {"persistentVolumeClaim": {"claimName": "models"}}},
 }
-VALUE_SETS = {"default": {}, "gpu": GPU_VALUES, "everything": EVERYTHING_VALUES}
+# TLS with mutual authentication, from a certificate Secret of the user's.
+TLS_VALUES: dict[str, Any] = {"tls": {"enabled": True, "existingSecret": "steerlab-tls", "mutual": True}}
+VALUE_SETS = {"default": {}, "gpu": GPU_VALUES, "everything": EVERYTHING_VALUES, "tls": TLS_VALUES}
 SERVERS = {"registry": "REGISTRY", "sessions": "SESSIONS", "jobs": "JOBS", "inference": "INFERENCE"}
 
 
-def render(values: dict[str, Any], *, operator: bool = False) -> list[dict[str, Any]]:
-    """The chart's objects; ``operator``: as on a cluster that serves the ServiceMonitor CRD."""
-    api_versions = [gen_k8s.SERVICE_MONITOR_API] if operator else []
+CERT_MANAGER_API = "cert-manager.io/v1/Certificate"
+
+
+def render(
+    values: dict[str, Any], *, operator: bool = False, api_versions: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The chart's objects; ``operator``: as on a cluster that serves the ServiceMonitor CRD;
+    ``api_versions``: further APIs the cluster serves."""
+    api_versions = [*(api_versions or []), *([gen_k8s.SERVICE_MONITOR_API] if operator else [])]
     objects: list[dict[str, Any]] = gen_k8s.objects(gen_k8s.render_chart(values, api_versions=api_versions))
     return objects
 
@@ -115,8 +123,12 @@ def test_each_service_listens_where_its_probes_service_and_callers_look(name: st
         ports = {p["name"]: p["containerPort"] for p in main_container["ports"]}
         assert variables[f"STEERLAB_{prefix}_PORT"] == str(ports["grpc"])
         assert variables[f"STEERLAB_{prefix}_METRICS_PORT"] == str(ports["metrics"])
+        # With TLS the probes (which cannot speak it) ask the plaintext health-only port.
+        probed = ports["health"] if "tls" in VALUE_SETS[name] else ports["grpc"]
+        if "tls" in VALUE_SETS[name]:
+            assert variables[f"STEERLAB_{prefix}_HEALTH_PORT"] == str(probed)
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert main_container[probe]["grpc"]["port"] == ports["grpc"], (component, probe)
+            assert main_container[probe]["grpc"]["port"] == probed, (component, probe)
         service = services[f"steerlab-{component}"]
         assert {p["targetPort"] for p in service["spec"]["ports"]} == {"grpc", "metrics"}
         grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
@@ -366,3 +378,25 @@ def test_the_chart_installs_with_api_keys_by_default() -> None:
     assert find(open_objects, "Secret", "steerlab-auth") == []
     sessions = env(find(open_objects, "Deployment", "steerlab-sessions")[0])
     assert sessions["STEERLAB_AUTH"] == "none" and "STEERLAB_TOKEN" not in sessions
+
+
+def test_tls_serves_every_service_from_a_certificate_secret_or_cert_manager() -> None:
+    objects = render(TLS_VALUES)
+    for component in [*SERVERS, "workers"]:
+        [deployment] = find(objects, "Deployment", f"steerlab-{component}")
+        pod = deployment["spec"]["template"]["spec"]
+        variables = env(deployment)
+        assert variables["STEERLAB_TLS_CA"] == "/etc/steerlab/tls/ca.crt"  # to call the others
+        assert variables["STEERLAB_TLS_CLIENT_CERT"] == "/etc/steerlab/tls/tls.crt"  # mutual TLS
+        assert {"name": "tls", "secret": {"secretName": "steerlab-tls"}} in pod["volumes"]
+    registry = env(find(objects, "Deployment", "steerlab-registry")[0])
+    assert registry["STEERLAB_TLS_CERT"] == "/etc/steerlab/tls/tls.crt"
+    assert registry["STEERLAB_TLS_CLIENT_CA"] == "/etc/steerlab/tls/ca.crt"
+
+    issuer = {"tls": {"enabled": True, "certManager": {"issuerRef": {"name": "ca", "kind": "ClusterIssuer"}}}}
+    [certificate] = find(render(issuer, api_versions=[CERT_MANAGER_API]), "Certificate")
+    assert certificate["spec"]["secretName"] == "steerlab-tls"
+    assert {"steerlab-registry", "steerlab-inference.steerlab.svc"} <= set(certificate["spec"]["dnsNames"])
+    assert "client auth" in certificate["spec"]["usages"]
+    with pytest.raises(Exception, match=r"tls\.existingSecret, or cert-manager"):
+        render(issuer)  # no cert-manager on this cluster, and no certificate of the user's

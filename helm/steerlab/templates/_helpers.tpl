@@ -147,9 +147,53 @@ key: {{ .Values.connections.brokerUrlKey }}
 {{- end }}
 {{- end }}
 
-{{/* The auth variables, then the component's own `env`; call with (dict "root" $ "values" ...). */}}
+{{/* The Secret with the services' certificate (tls.enabled). */}}
+{{- define "steerlab.tlsSecret" -}}
+{{- .Values.tls.existingSecret | default (include "steerlab.componentName" (dict "root" . "component" "tls")) }}
+{{- end }}
+
+{{/* The TLS files' variables: to serve, and to call the other services; call with the root. */}}
+{{- define "steerlab.tlsEnv" -}}
+{{- if .Values.tls.enabled }}
+- name: STEERLAB_TLS_CERT
+  value: /etc/steerlab/tls/tls.crt
+- name: STEERLAB_TLS_KEY
+  value: /etc/steerlab/tls/tls.key
+- name: STEERLAB_TLS_CA
+  value: /etc/steerlab/tls/ca.crt
+{{- if .Values.tls.mutual }}
+- name: STEERLAB_TLS_CLIENT_CA
+  value: /etc/steerlab/tls/ca.crt
+- name: STEERLAB_TLS_CLIENT_CERT
+  value: /etc/steerlab/tls/tls.crt
+- name: STEERLAB_TLS_CLIENT_KEY
+  value: /etc/steerlab/tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "steerlab.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "steerlab.tlsSecret" . }}
+{{- end }}
+{{- end }}
+
+{{- define "steerlab.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/steerlab/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The auth and TLS variables, then the component's own `env`; call with (dict "root" $ "values" ...). */}}
 {{- define "steerlab.extraEnv" -}}
 {{ include "steerlab.authEnv" .root }}
+{{- with include "steerlab.tlsEnv" .root }}
+{{ . }}
+{{- end }}
 {{- range $name, $value := .values.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}

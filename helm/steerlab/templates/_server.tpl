@@ -14,6 +14,7 @@ Call with a dict:
 {{- $root := .root }}
 {{- $values := get $root.Values .component }}
 {{- $ctx := dict "root" $root "component" .component }}
+{{- $probePort := ternary $root.Values.tls.healthPort $values.port $root.Values.tls.enabled }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -52,6 +53,10 @@ spec:
               value: {{ $values.port | quote }}
             - name: STEERLAB_{{ .service }}_METRICS_PORT
               value: {{ $values.metricsPort | quote }}
+            {{- if $root.Values.tls.enabled }}
+            - name: STEERLAB_{{ .service }}_HEALTH_PORT
+              value: {{ $root.Values.tls.healthPort | quote }}
+            {{- end }}
             {{- .env | nindent 12 }}
             {{- with include "steerlab.extraEnv" (dict "root" $root "values" $values) }}
             {{- . | nindent 12 }}
@@ -63,21 +68,27 @@ spec:
             - name: metrics
               containerPort: {{ $values.metricsPort }}
               protocol: TCP
-          # Kubernetes' own gRPC health checks (grpc.health.v1). The port opens once the service
-          # has loaded; the startup probe holds the other two off until then.
+            {{- if $root.Values.tls.enabled }}
+            - name: health
+              containerPort: {{ $root.Values.tls.healthPort }}
+              protocol: TCP
+            {{- end }}
+          # Kubernetes' own gRPC health checks (grpc.health.v1), on the plaintext health port
+          # with TLS. The port opens once the service has loaded; the startup probe holds the
+          # other two off until then.
           startupProbe:
             grpc:
-              port: {{ $values.port }}
+              port: {{ $probePort }}
             periodSeconds: {{ $values.startupProbe.periodSeconds }}
             failureThreshold: {{ $values.startupProbe.failureThreshold }}
           readinessProbe:
             grpc:
-              port: {{ $values.port }}
+              port: {{ $probePort }}
             periodSeconds: 10
             failureThreshold: 3
           livenessProbe:
             grpc:
-              port: {{ $values.port }}
+              port: {{ $probePort }}
             periodSeconds: 20
             timeoutSeconds: 5
             failureThreshold: 3
@@ -87,11 +98,17 @@ spec:
             {{- toYaml $root.Values.securityContext | nindent 12 }}
           volumeMounts:
             {{- include "steerlab.tmpMount" . | nindent 12 }}
+            {{- with include "steerlab.tlsMount" $root }}
+            {{- . | nindent 12 }}
+            {{- end }}
             {{- with .mounts }}
             {{- . | nindent 12 }}
             {{- end }}
       volumes:
         {{- include "steerlab.tmpVolume" . | nindent 8 }}
+        {{- with include "steerlab.tlsVolume" $root }}
+        {{- . | nindent 8 }}
+        {{- end }}
         {{- with .volumes }}
         {{- . | nindent 8 }}
         {{- end }}

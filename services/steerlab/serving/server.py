@@ -85,8 +85,10 @@ class GrpcServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._metrics_http: Any = None
+        self._health_server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port: int | None = None
+        self.health_port: int | None = None
 
     def _build(self) -> grpc.aio.Server:
         limit = self.settings.max_message_bytes
@@ -144,6 +146,8 @@ class GrpcServer:
         except RuntimeError as exc:
             raise UnavailableError(f"cannot listen on {address}: {exc}") from exc
         await server.start()
+        if self.settings.health_port is not None:
+            await self._start_health_port(self.settings.health_port)
         if self.settings.metrics_port is not None:
             try:
                 http, _thread = start_http_server(
@@ -157,6 +161,16 @@ class GrpcServer:
             self._metrics_http = http
             self.metrics_port = int(http.server_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def _start_health_port(self, port: int) -> None:
+        health_server = self._health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, health_server)
+        address = f"{self.settings.host}:{port}"
+        try:
+            self.health_port = health_server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise UnavailableError(f"cannot serve health checks on {address}: {exc}") from exc
+        await health_server.start()
 
     async def prepare(self, work: Callable[[], None]) -> None:
         """Run blocking ``work`` that needs this server listening (e.g. jobs that call its own
@@ -172,6 +186,9 @@ class GrpcServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.stop(grace_s)
         self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(None)
+            self._health_server = None
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

@@ -51,6 +51,9 @@ class ServerSettings(BaseModel):
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # A plaintext port that serves only grpc.health.v1, for probes that cannot speak TLS
+    # (Kubernetes' gRPC probes); None: none.
+    health_port: int | None = None
     # Per API key (--auth keys), in each replica; 0: no limit.
     key_requests_per_s: float = Field(default=0.0, ge=0)
     key_request_burst: float = Field(default=0.0, ge=0)
@@ -74,7 +77,7 @@ class ServerSettings(BaseModel):
             raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
         return self
 
-    @field_validator("port", "metrics_port")
+    @field_validator("port", "metrics_port", "health_port")
     @classmethod
     def _a_port(cls, port: int | None) -> int | None:
         if port is not None and not 0 <= port <= 65535:
@@ -96,6 +99,7 @@ def server_variables(service: str) -> dict[str, str]:
         "host": prefix + "HOST",
         "port": prefix + "PORT",
         "metrics_port": prefix + "METRICS_PORT",
+        "health_port": prefix + "HEALTH_PORT",
         "max_message_bytes": "STEERLAB_MAX_MESSAGE_BYTES",
         "token": "STEERLAB_TOKEN",
         "auth": "STEERLAB_AUTH",
