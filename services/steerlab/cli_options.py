@@ -105,6 +105,11 @@ def add_service_commands(
 
 def add_auth_option(parser: argparse.ArgumentParser) -> None:
     """``--auth none|token|keys`` and the TLS files of every command that serves."""
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        help="also serve health checks alone, in plaintext, on this port (for probes without TLS)",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (default: $STEERLAB_TLS_CERT)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert (default: $STEERLAB_TLS_KEY)")
     parser.add_argument(

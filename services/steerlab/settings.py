@@ -39,7 +39,9 @@ def default_address(service: str) -> str:
 AUTH_MODES = ("none", "token", "keys")
 
 # The flags (and settings) of a server that every serving command takes.
-SERVER_FLAGS = ("host", "port", "metrics_port", "auth", "tls_cert", "tls_key", "tls_client_ca")
+SERVER_FLAGS = (
+    "host", "port", "metrics_port", "health_port", "auth", "tls_cert", "tls_key", "tls_client_ca"
+)  # fmt: skip
 
 # The alias the platform serves when a request names no version of a vector set.
 PRODUCTION_ALIAS = "production"
