@@ -106,7 +106,8 @@ PLAIN_VALUES = {"auth": {"existingSecret": "steerlab-auth"}}
 
 def plain_manifests() -> str:
     """k8s/steerlab.yaml as it should be: :data:`PLAIN_VALUES` rendered, in Helm's install order."""
-    texts = sorted(documents(render_chart(PLAIN_VALUES)), key=_kind_rank)  # stable: template order within a kind
+    # sorted() is stable: the template order within a kind is kept.
+    texts = sorted(documents(render_chart(PLAIN_VALUES)), key=_kind_rank)
     return HEADER + "".join(f"---\n{text}\n" for text in texts)
 
 
