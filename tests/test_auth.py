@@ -32,7 +32,7 @@ from steerlab.registry.server import RegistrySettings, build_registry_server
 from steerlab.serving import ServerSettings
 from steerlab.sessions.learn import FeedbackInterpreter, make_interpreter
 from steerlab.sessions.server import SessionSettings, build_session_server
-from steerlab.steering import LoadedModel
+from steerlab.steering import Dimension, LoadedModel
 from steerlab.steering.engine import EngineSettings, ModelRunner
 from steerlab.steering.errors import UnauthenticatedError
 from steerlab.storage import open_database
@@ -103,6 +103,7 @@ class Keys:
     operator: str  # an operator of acme
     admin: str
     service: str  # the inference service's own key, for its calls to the registry
+    globex_operator: str  # an operator of the other tenant
 
 
 @dataclass
@@ -130,7 +131,8 @@ def platform(database_url: str, interpreter: FeedbackInterpreter, smollm2: Loade
                 ("globex", "eve", "user"),
                 ("acme", "ops", "operator"),
                 ("steerlab", "root", "admin"),
-                ("steerlab", "inference", "user"),
+                ("steerlab", "inference", "admin"),
+                ("globex", "gus", "operator"),
             )
         )
     )
@@ -139,7 +141,12 @@ def platform(database_url: str, interpreter: FeedbackInterpreter, smollm2: Loade
         RegistrySettings(database_url=database_url, server=KEYED)
     )
     registry = ServerThread(server=registry_server, closing=registry_store.close)
-    session_settings = SessionSettings(database_url=database_url, server=KEYED)
+    # The services call each other with an admin key of their own (as steerlab up and Helm do).
+    session_settings = SessionSettings(
+        database_url=database_url,
+        registry=registry.target,
+        server=KEYED.model_copy(update={"token": keys.service}),
+    )
     session_server, manager = build_session_server(session_settings, interpreter)
     sessions = ServerThread(server=session_server, closing=manager.store.close)
     inference_settings = InferenceSettings(
@@ -463,3 +470,53 @@ def test_jobs_belong_to_the_tenant_that_submitted_them(tmp_path: Path, tiny_mode
             assert [j.id for j in root.list()] == [job.id]
     finally:
         server.stop()
+
+
+def test_a_tenants_custom_dimension_and_its_vector_sets_are_its_own(platform: Platform) -> None:
+    keys = platform.keys
+    frugality = Dimension("frugality", "spend", "save")
+    with platform.client(RegistryClient, keys.globex_operator) as globex:
+        assert globex.create_dimension("frugality", "spend", "save").tenant == "globex"
+        pushed = globex.push(make_vector_set(frugality).to_bytes())
+        globex.set_alias("frugality", pushed.version, "production")
+        assert "frugality" in {d.name for d in globex.list_dimensions()}
+
+    unknown = "unknown dimension 'frugality'"
+    with platform.client(RegistryClient, keys.ana) as ana:
+        names = {d.name for d in ana.list_dimensions()}
+        assert "cost" in names and "frugality" not in names  # the built-in ones are shared
+        assert all(v.dimension != "frugality" for v in ana.list_vector_sets())
+        assert all(a.dimension != "frugality" for a in ana.list_aliases())
+        for attempt in (
+            lambda: ana.get("frugality"),
+            lambda: list(ana.list_vector_sets(dimension="frugality")),
+            lambda: ana.list_aliases(dimension="frugality"),
+        ):
+            with refused(grpc.StatusCode.NOT_FOUND, unknown):
+                attempt()
+    with platform.client(RegistryClient, keys.operator) as acme_operator:
+        for attempt in (
+            lambda: acme_operator.push(make_vector_set(frugality, seed=2).to_bytes()),
+            lambda: acme_operator.set_alias("frugality", pushed.version, "staging"),
+            lambda: acme_operator.delete("frugality", pushed.version),
+        ):
+            with refused(grpc.StatusCode.NOT_FOUND, unknown):
+                attempt()
+        with refused(grpc.StatusCode.PERMISSION_DENIED, "for tenant 'acme' only"):
+            acme_operator.create_dimension("thrift", "spend", "save", tenant="globex")
+    with (
+        platform.client(SessionClient, keys.ana) as ana_sessions,
+        refused(grpc.StatusCode.INVALID_ARGUMENT, unknown),
+    ):
+        ana_sessions.create("", "smollm2-135m", strengths={"frugality": 30})
+    with (
+        platform.client(InferenceClient, keys.ana) as ana_inference,
+        refused(grpc.StatusCode.NOT_FOUND, unknown),
+    ):
+        ana_inference.generate("Hello", strengths={"frugality": 30}, max_new_tokens=2)
+    with platform.client(SessionClient, keys.globex_operator) as gus:  # its own tenant may use it
+        assert dict(gus.create("", "smollm2-135m", strengths={"frugality": 30}).strengths) == {
+            "frugality": 30
+        }
+    with platform.client(RegistryClient, keys.admin) as admin:
+        assert admin.get("frugality", alias="production").version == pushed.version

@@ -53,14 +53,15 @@ class RegistryClient(ServiceClient):
     # -- dimensions -------------------------------------------------------------------------
 
     def create_dimension(
-        self, name: str, negative_pole: str, positive_pole: str, description: str = ""
+        self, name: str, negative_pole: str, positive_pole: str, description: str = "", tenant: str = ""
     ) -> vpb.Dimension:
+        """A custom dimension, of the caller's tenant (with an API key) or shared (without);
+        an admin names the ``tenant`` it is for (empty: shared)."""
         dimension = vpb.Dimension(
             name=name, negative_pole=negative_pole, positive_pole=positive_pole, description=description
         )
-        return self._call(
-            self._stub.CreateDimension, pb.CreateDimensionRequest(dimension=dimension)
-        ).dimension
+        request = pb.CreateDimensionRequest(dimension=dimension, tenant=tenant)
+        return self._call(self._stub.CreateDimension, request).dimension
 
     def list_dimensions(self) -> list[vpb.Dimension]:
         return list(self._call(self._stub.ListDimensions, pb.ListDimensionsRequest()).dimensions)

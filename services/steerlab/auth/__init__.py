@@ -9,7 +9,16 @@ Nothing here knows gRPC: the serving edge (:mod:`steerlab.serving.auth`) reads t
 call and refuses it; the services ask :func:`current_principal` what the caller may see.
 """
 
-from .principal import ROLES, TRUSTED, Principal, bind_principal, current_principal, role_at_least, serving_as
+from .principal import (
+    ROLES,
+    TRUSTED,
+    Principal,
+    bind_principal,
+    current_principal,
+    role_at_least,
+    serving_as,
+    tenant_view,
+)
 
 __all__ = [
     "ROLES",
@@ -19,4 +28,5 @@ __all__ = [
     "current_principal",
     "role_at_least",
     "serving_as",
+    "tenant_view",
 ]

@@ -61,6 +61,13 @@ def current_principal() -> Principal:
     return _current.get()
 
 
+def tenant_view() -> str | None:
+    """The tenant whose own things (custom dimensions, jobs) the caller sees beside the shared
+    ones; None: everything (an admin's key, or no API keys at all)."""
+    principal = current_principal()
+    return None if principal.is_admin else principal.tenant
+
+
 def bind_principal(principal: Principal) -> None:
     """Make ``principal`` the current one for the rest of this asyncio task (one served call)."""
     _current.set(principal)

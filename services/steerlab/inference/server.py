@@ -100,7 +100,8 @@ def vector_source(settings: InferenceSettings) -> VectorSource:
     """The registry service's vector sets, over its gRPC API."""
     from steerlab_client import RegistryClient
 
-    return RegistrySource(RegistryClient(settings.registry, timeout_s=10.0, token=settings.server.token))
+    client = RegistryClient(settings.registry, timeout_s=10.0, token=settings.server.token)
+    return RegistrySource(client, ttl_s=settings.resolve_ttl_s)
 
 
 def build_inference_server(

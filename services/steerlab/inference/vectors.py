@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from steerlab.auth import tenant_view
 from steerlab.serving.relay import relayed
 from steerlab.settings import PRODUCTION_ALIAS
 from steerlab.steering.batching import PreparedVectorSet
@@ -56,12 +57,30 @@ class VectorSource(Protocol):
         """digest -> model name of every model with vector sets of ``dimension``."""
         ...
 
+    def tenant_of(self, dimension: str) -> str | None:
+        """The tenant a dimension belongs to ("" shared); None for an unknown one."""
+        ...
+
 
 class RegistrySource:
     """Reads a registry service over gRPC."""
 
-    def __init__(self, client: RegistryClient) -> None:
+    def __init__(self, client: RegistryClient, ttl_s: float = 2.0) -> None:
         self.client = client
+        self.ttl_s = ttl_s
+        self._tenants: dict[str, str] = {}
+        self._tenants_read_at = float("-inf")
+        self._tenants_lock = threading.Lock()
+
+    def tenant_of(self, dimension: str) -> str | None:
+        """From the registry's dimensions, read again when older than ``ttl_s`` or unknown."""
+        with self._tenants_lock:
+            stale = time.monotonic() - self._tenants_read_at > self.ttl_s
+            if stale or dimension not in self._tenants:
+                with relayed():
+                    self._tenants = {d.name: d.tenant for d in self.client.list_dimensions()}
+                self._tenants_read_at = time.monotonic()
+            return self._tenants.get(dimension)
 
     def version_of(self, dimension: str, model_digest: str, version: int | None, alias: str | None) -> int:
         return int(self._get(dimension, model_digest, version, alias, with_file=False).version)
@@ -142,6 +161,10 @@ class VectorSetCache:
         unknown = sorted(set(pins) - set(strengths))
         if unknown:
             raise NotFoundError(f"pins for dimensions without a strength: {', '.join(unknown)}")
+        view = tenant_view()
+        for name in sorted(strengths) if view is not None else ():
+            if self.source.tenant_of(name) not in ("", view):  # another tenant's is unknown here
+                raise NotFoundError(f"unknown dimension {name!r}")
         return [(self.resolve(name, pins.get(name, Pin())), strengths[name]) for name in sorted(strengths)]
 
     def _version(self, dimension: str, pin: Pin) -> int:

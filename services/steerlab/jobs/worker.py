@@ -239,7 +239,7 @@ def extract_and_register(job: JobRecord, context: WorkerContext, lease: Lease) -
     # again, e.g. the built-in dimensions on every fresh `steerlab up`) takes seconds.
     vector_set = extract_cached(lm, dataset, spec.config, on_progress=on_progress)
     lease.progress("registering", 95.0, "storing the vector set in the registry")
-    ensure_dimension(context.registry, dataset.dimension)
+    ensure_dimension(context.registry, dataset.dimension, job.tenant)
     pushed = context.registry.push(
         vector_set.to_bytes(),
         labels={**spec.labels, "job": job.job_id},
@@ -254,10 +254,11 @@ def extract_and_register(job: JobRecord, context: WorkerContext, lease: Lease) -
     return JobResult(pushed.dimension, digest, pushed.version, spec.alias)
 
 
-def ensure_dimension(registry: RegistryClient, dimension: Dimension) -> None:
-    """Register a custom dataset's dimension on first use; one that exists already is kept (the
-    registry refuses a vector set whose poles differ from its dimension's)."""
+def ensure_dimension(registry: RegistryClient, dimension: Dimension, tenant: str) -> None:
+    """Register a custom dataset's dimension on first use, as the job's tenant's (the worker's
+    key is the services' admin key); one that exists already is kept (the registry refuses a
+    vector set whose poles differ from its dimension's)."""
     with contextlib.suppress(AlreadyExists):
         registry.create_dimension(
-            dimension.name, dimension.negative_pole, dimension.positive_pole, dimension.description
+            dimension.name, dimension.negative_pole, dimension.positive_pole, dimension.description, tenant
         )

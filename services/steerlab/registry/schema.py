@@ -65,4 +65,9 @@ MIGRATIONS = (
         "ALTER TABLE vector_sets ADD COLUMN request_id TEXT",
         "CREATE UNIQUE INDEX vector_sets_by_request ON vector_sets (dimension, model_digest, request_id)",
     ),
+    sql_migration(
+        4,
+        "tenants: a custom dimension may belong to one tenant ('' : shared, as the built-in ones)",
+        "ALTER TABLE dimensions ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+    ),
 )

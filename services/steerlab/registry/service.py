@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import grpc
 
+from steerlab.auth import current_principal, tenant_view
 from steerlab.serving.messages import timestamp
 from steerlab.steering.datasets import Dimension
-from steerlab.steering.errors import InvalidArgumentError
+from steerlab.steering.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from steerlab.steering.vectorset import VectorSet
 from steerlab_api.v1 import registry_pb2 as pb
 from steerlab_api.v1 import registry_pb2_grpc
@@ -37,6 +39,7 @@ def dimension_to_proto(record: DimensionRecord) -> vpb.Dimension:
         positive_pole=d.positive_pole,
         description=d.description,
         create_time=timestamp(record.created_at),
+        tenant=record.tenant,
     )
 
 
@@ -77,6 +80,17 @@ def alias_to_proto(record: AliasRecord) -> vpb.Alias:
     )
 
 
+def owner(requested: str) -> str:
+    """The tenant a new dimension belongs to: an admin names it (empty: shared); any other key's
+    is its own tenant."""
+    principal = current_principal()
+    if principal.is_admin:
+        return requested
+    if requested and requested != principal.tenant:
+        raise PermissionDeniedError(f"this key creates dimensions for tenant {principal.tenant!r} only")
+    return principal.tenant
+
+
 def _positive_version(version: int) -> int:
     if version < 1:
         raise InvalidArgumentError(f"version must be 1 or more, got {version}")
@@ -93,19 +107,38 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, store: RegistryStore) -> None:
         self.store = store
 
+    # -- tenants: a custom dimension, its vector sets and aliases are its tenant's alone ------
+
+    def _visible(self) -> Callable[[str], bool]:
+        """Whether the caller may see a dimension, by name (an admin, or no keys: all)."""
+        view = tenant_view()
+        if view is None:
+            return lambda _name: True
+        visible = {r.dimension.name for r in self.store.list_dimensions() if r.visible_to(view)}
+        return visible.__contains__
+
+    def _check_visible(self, dimension: str) -> None:
+        """NOT_FOUND for another tenant's dimension, exactly as for one that does not exist."""
+        visible = self._visible()
+        if not visible(dimension):
+            names = [r.dimension.name for r in self.store.list_dimensions() if visible(r.dimension.name)]
+            raise NotFoundError(f"unknown dimension {dimension!r}; registered dimensions: {', '.join(names)}")
+
     async def CreateDimension(
         self, request: pb.CreateDimensionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateDimensionResponse:
         d = request.dimension
         dimension = Dimension(d.name, d.negative_pole, d.positive_pole, d.description)
-        record = await asyncio.to_thread(self.store.create_dimension, dimension)
+        record = await asyncio.to_thread(self.store.create_dimension, dimension, owner(request.tenant))
         return pb.CreateDimensionResponse(dimension=dimension_to_proto(record))
 
     async def ListDimensions(
         self, request: pb.ListDimensionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDimensionsResponse:
+        view = tenant_view()
         records = await asyncio.to_thread(self.store.list_dimensions)
-        return pb.ListDimensionsResponse(dimensions=[dimension_to_proto(r) for r in records])
+        visible = [r for r in records if view is None or r.visible_to(view)]
+        return pb.ListDimensionsResponse(dimensions=[dimension_to_proto(r) for r in visible])
 
     async def CreateVectorSet(
         self, request: pb.CreateVectorSetRequest, context: grpc.aio.ServicerContext
@@ -117,6 +150,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     def _create(self, request: pb.CreateVectorSetRequest) -> VectorSetRecord:
         vector_set = VectorSet.from_bytes(request.file, source="the uploaded file")
+        self._check_visible(vector_set.name)
         return self.store.create_vector_set(
             vector_set, author=request.author, labels=dict(request.labels), request_id=request.request_id
         )
@@ -130,6 +164,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     def _get(self, selector: pb.VectorSetSelector, full: bool) -> vpb.VectorSet:
         target = selector.WhichOneof("target")
+        self._check_visible(selector.dimension)
         record = self.store.get_vector_set(
             selector.dimension,
             selector.model,
@@ -142,21 +177,28 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def ListVectorSets(
         self, request: pb.ListVectorSetsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListVectorSetsResponse:
-        page = await asyncio.to_thread(
-            self.store.list_vector_sets,
-            request.dimension,
-            request.model,
-            request.include_deleted,
-            request.page_size,
-            request.page_token,
-        )
+        def listed() -> tuple[list[VectorSetRecord], str]:
+            if request.dimension:
+                self._check_visible(request.dimension)
+            page = self.store.list_vector_sets(
+                request.dimension,
+                request.model,
+                request.include_deleted,
+                request.page_size,
+                request.page_token,
+            )
+            visible = self._visible()  # without a dimension: a page may come back short
+            return [r for r in page.records if visible(r.dimension)], page.next_page_token
+
+        records, token = await asyncio.to_thread(listed)
         return pb.ListVectorSetsResponse(
-            vector_sets=[vector_set_to_proto(r) for r in page.records], next_page_token=page.next_page_token
+            vector_sets=[vector_set_to_proto(r) for r in records], next_page_token=token
         )
 
     async def DeleteVectorSet(
         self, request: pb.DeleteVectorSetRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteVectorSetResponse:
+        await asyncio.to_thread(self._check_visible, request.dimension)
         record = await asyncio.to_thread(
             self.store.delete_vector_set, request.dimension, request.model, _positive_version(request.version)
         )
@@ -165,6 +207,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def SetAlias(
         self, request: pb.SetAliasRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetAliasResponse:
+        await asyncio.to_thread(self._check_visible, request.dimension)
         alias, previous = await asyncio.to_thread(
             self.store.set_alias,
             request.dimension,
@@ -178,5 +221,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def ListAliases(
         self, request: pb.ListAliasesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAliasesResponse:
-        records = await asyncio.to_thread(self.store.list_aliases, request.dimension, request.model)
-        return pb.ListAliasesResponse(aliases=[alias_to_proto(r) for r in records])
+        def listed() -> list[AliasRecord]:
+            if request.dimension:
+                self._check_visible(request.dimension)
+            visible = self._visible()
+            return [
+                r for r in self.store.list_aliases(request.dimension, request.model) if visible(r.dimension)
+            ]
+
+        return pb.ListAliasesResponse(aliases=[alias_to_proto(r) for r in await asyncio.to_thread(listed)])

@@ -39,7 +39,7 @@ LABEL_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 MAX_TEXT_LENGTH = 1024
 MAX_LABELS = 64
 
-_DIMENSION_COLUMNS = "name, negative_pole, positive_pole, description, created_at"
+_DIMENSION_COLUMNS = "name, negative_pole, positive_pole, description, created_at, tenant"
 _VECTOR_SET_COLUMNS = (
     "id, dimension, model_digest, model_name, version, status, author, labels, metadata,"
     " vectors_sha256, created_at, deleted_at"
@@ -50,6 +50,10 @@ _VECTOR_SET_COLUMNS = (
 class DimensionRecord:
     dimension: Dimension
     created_at: datetime
+    tenant: str = ""  # "": shared by every tenant
+
+    def visible_to(self, tenant: str) -> bool:
+        return not self.tenant or self.tenant == tenant
 
 
 @dataclass(frozen=True)
@@ -154,25 +158,27 @@ class RegistryStore:
 
     # -- dimensions -------------------------------------------------------------------------
 
-    def create_dimension(self, dimension: Dimension) -> DimensionRecord:
+    def create_dimension(self, dimension: Dimension, tenant: str = "") -> DimensionRecord:
+        """Register ``dimension``, shared by every tenant, or ``tenant``'s own."""
         dimension = _check_dimension(dimension)
         now = datetime.now(UTC)
         try:
             with self.database.transaction(write=True) as cursor:
                 cursor.execute(
-                    "INSERT INTO dimensions (name, negative_pole, positive_pole, description, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s)",
+                    "INSERT INTO dimensions (name, negative_pole, positive_pole, description, created_at,"
+                    " tenant) VALUES (%s, %s, %s, %s, %s, %s)",
                     (
                         dimension.name,
                         dimension.negative_pole,
                         dimension.positive_pole,
                         dimension.description,
                         self.database.encode_time(now),
+                        tenant,
                     ),
                 )
         except UniqueViolation:
             raise AlreadyExistsError(f"dimension {dimension.name!r} already exists") from None
-        return DimensionRecord(dimension, now)
+        return DimensionRecord(dimension, now, tenant)
 
     def list_dimensions(self) -> list[DimensionRecord]:
         with self.database.transaction() as cursor:
@@ -197,7 +203,8 @@ class RegistryStore:
         return self._dimension_record(row)
 
     def _dimension_record(self, row: Any) -> DimensionRecord:
-        return DimensionRecord(Dimension(row[0], row[1], row[2], row[3]), self.database.decode_time(row[4]))
+        dimension = Dimension(row[0], row[1], row[2], row[3])
+        return DimensionRecord(dimension, self.database.decode_time(row[4]), row[5])
 
     # -- vector sets ------------------------------------------------------------------------
 

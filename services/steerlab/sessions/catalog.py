@@ -15,6 +15,10 @@ class DimensionCatalog(Protocol):
         """Every known dimension by name; ``refresh`` skips any cache."""
         ...
 
+    def tenant_of(self, name: str) -> str:
+        """The tenant a (known) dimension belongs to; "" for a shared one."""
+        ...
+
 
 class StaticCatalog:
     """A fixed set of dimensions (the built-in five by default): the embedded default and tests."""
@@ -25,6 +29,9 @@ class StaticCatalog:
 
     def dimensions(self, refresh: bool = False) -> dict[str, Dimension]:
         return dict(self._dimensions)
+
+    def tenant_of(self, name: str) -> str:
+        return ""
 
 
 class RegistryCatalog:
@@ -42,6 +49,7 @@ class RegistryCatalog:
         self._ttl_s = ttl_s
         self._lock = threading.Lock()
         self._cached: dict[str, Dimension] = {}
+        self._tenants: dict[str, str] = {}
         self._fetched_at = float("-inf")
 
     def dimensions(self, refresh: bool = False) -> dict[str, Dimension]:
@@ -58,8 +66,13 @@ class RegistryCatalog:
                 self._cached = {
                     d.name: Dimension(d.name, d.negative_pole, d.positive_pole, d.description) for d in listed
                 }
+                self._tenants = {d.name: d.tenant for d in listed}
                 self._fetched_at = time.monotonic()
             return dict(self._cached)
+
+    def tenant_of(self, name: str) -> str:
+        with self._lock:
+            return self._tenants.get(name, "")
 
     def close(self) -> None:
         self._client.close()

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
+from steerlab.auth import tenant_view
 from steerlab.steering.config import check_strength
 from steerlab.steering.datasets import Dimension
 from steerlab.steering.errors import FailedPreconditionError, InvalidArgumentError
@@ -62,15 +63,22 @@ class SessionManager:
     # -- validation -------------------------------------------------------------------------
 
     def _known(self, names: Sequence[str]) -> dict[str, Dimension]:
-        known = self.catalog.dimensions()
+        """The dimensions the caller may use (shared ones and its tenant's), if ``names`` are among them."""
+        known = self._visible(self.catalog.dimensions())
         if any(name not in known for name in names):
-            known = self.catalog.dimensions(refresh=True)
+            known = self._visible(self.catalog.dimensions(refresh=True))
         unknown = [name for name in names if name not in known]
         if unknown:
             raise InvalidArgumentError(
                 f"unknown dimension {unknown[0]!r}; known dimensions: {', '.join(sorted(known)) or 'none'}"
             )
         return known
+
+    def _visible(self, dimensions: dict[str, Dimension]) -> dict[str, Dimension]:
+        view = tenant_view()
+        if view is None:
+            return dimensions
+        return {name: d for name, d in dimensions.items() if self.catalog.tenant_of(name) in ("", view)}
 
     def _checked(self, strengths: dict[str, float]) -> dict[str, float]:
         self._known(list(strengths))

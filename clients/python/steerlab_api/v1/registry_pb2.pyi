@@ -46,16 +46,23 @@ class CreateDimensionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DIMENSION_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
     @_builtins.property
-    def dimension(self) -> _vectors_pb2.Dimension: ...
+    def dimension(self) -> _vectors_pb2.Dimension:
+        """Its `tenant` is ignored: a dimension belongs to the caller's tenant (with API keys), or is
+        shared (without). An admin may name the tenant it is for here; empty: shared.
+        """
+
     def __init__(
         self,
         *,
         dimension: _vectors_pb2.Dimension | None = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19steerlab/v1/vectors.proto\x12\x0bsteerlab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x01\n\tDimension\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rnegative_pole\x18\x02 \x01(\t\x12\x15\n\rpositive_pole\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n\x10ModelFingerprint\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x12\n\nnum_layers\x18\x02 \x01(\x05\x12\x13\n\x0bhidden_size\x18\x03 \x01(\x05\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\x12\x16\n\x0eweights_digest\x18\x05 \x01(\t\"M\n\nLayerScore\x12\r\n\x05layer\x18\x01 \x01(\x05\x12\x18\n\x10heldout_accuracy\x18\x02 \x01(\x01\x12\x16\n\x0etrain_accuracy\x18\x03 \x01(\x01\"\xa2\x04\n\tVectorSet\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12,\n\x05model\x18\x03 \x01(\x0b\x32\x1d.steerlab.v1.ModelFingerprint\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x0c\n\x04site\x18\x06 \x01(\t\x12\x17\n\x0fparameters_json\x18\x07 \x01(\t\x12\x17\n\x0fselected_layers\x18\x08 \x03(\x05\x12-\n\x0clayer_scores\x18\t \x03(\x0b\x32\x17.steerlab.v1.LayerScore\x12\x11\n\talpha_max\x18\n \x01(\x01\x12\x14\n\x0c\x64\x61taset_hash\x18\x0b \x01(\t\x12\x32\n\x06labels\x18\x0c \x03(\x0b\x32\".steerlab.v1.VectorSet.LabelsEntry\x12\x0e\n\x06\x61uthor\x18\r \x01(\t\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x06status\x18\x0f \x01(\x0e\x32\x1c.steerlab.v1.VectorSetStatus\x12\x0f\n\x07\x61liases\x18\x10 \x03(\t\x12\x16\n\x0evectors_sha256\x18\x11 \x01(\t\x12\x0c\n\x04\x66ile\x18\x12 \x01(\x0c\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\x05\x41lias\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x06 \x01(\t*q\n\x0fVectorSetStatus\x12!\n\x1dVECTOR_SET_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18VECTOR_SET_STATUS_ACTIVE\x10\x01\x12\x1d\n\x19VECTOR_SET_STATUS_DELETED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19steerlab/v1/vectors.proto\x12\x0bsteerlab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x01\n\tDimension\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rnegative_pole\x18\x02 \x01(\t\x12\x15\n\rpositive_pole\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tenant\x18\x06 \x01(\t\"}\n\x10ModelFingerprint\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x12\n\nnum_layers\x18\x02 \x01(\x05\x12\x13\n\x0bhidden_size\x18\x03 \x01(\x05\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\x12\x16\n\x0eweights_digest\x18\x05 \x01(\t\"M\n\nLayerScore\x12\r\n\x05layer\x18\x01 \x01(\x05\x12\x18\n\x10heldout_accuracy\x18\x02 \x01(\x01\x12\x16\n\x0etrain_accuracy\x18\x03 \x01(\x01\"\xa2\x04\n\tVectorSet\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12,\n\x05model\x18\x03 \x01(\x0b\x32\x1d.steerlab.v1.ModelFingerprint\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x0c\n\x04site\x18\x06 \x01(\t\x12\x17\n\x0fparameters_json\x18\x07 \x01(\t\x12\x17\n\x0fselected_layers\x18\x08 \x03(\x05\x12-\n\x0clayer_scores\x18\t \x03(\x0b\x32\x17.steerlab.v1.LayerScore\x12\x11\n\talpha_max\x18\n \x01(\x01\x12\x14\n\x0c\x64\x61taset_hash\x18\x0b \x01(\t\x12\x32\n\x06labels\x18\x0c \x03(\x0b\x32\".steerlab.v1.VectorSet.LabelsEntry\x12\x0e\n\x06\x61uthor\x18\r \x01(\t\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x06status\x18\x0f \x01(\x0e\x32\x1c.steerlab.v1.VectorSetStatus\x12\x0f\n\x07\x61liases\x18\x10 \x03(\t\x12\x16\n\x0evectors_sha256\x18\x11 \x01(\t\x12\x0c\n\x04\x66ile\x18\x12 \x01(\x0c\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\x05\x41lias\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x06 \x01(\t*q\n\x0fVectorSetStatus\x12!\n\x1dVECTOR_SET_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18VECTOR_SET_STATUS_ACTIVE\x10\x01\x12\x1d\n\x19VECTOR_SET_STATUS_DELETED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VECTORSET_LABELSENTRY']._loaded_options = None
   _globals['_VECTORSET_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_VECTORSETSTATUS']._serialized_start=1125
-  _globals['_VECTORSETSTATUS']._serialized_end=1238
+  _globals['_VECTORSETSTATUS']._serialized_start=1141
+  _globals['_VECTORSETSTATUS']._serialized_end=1254
   _globals['_DIMENSION']._serialized_start=76
-  _globals['_DIMENSION']._serialized_end=217
-  _globals['_MODELFINGERPRINT']._serialized_start=219
-  _globals['_MODELFINGERPRINT']._serialized_end=344
-  _globals['_LAYERSCORE']._serialized_start=346
-  _globals['_LAYERSCORE']._serialized_end=423
-  _globals['_VECTORSET']._serialized_start=426
-  _globals['_VECTORSET']._serialized_end=972
-  _globals['_VECTORSET_LABELSENTRY']._serialized_start=927
-  _globals['_VECTORSET_LABELSENTRY']._serialized_end=972
-  _globals['_ALIAS']._serialized_start=975
-  _globals['_ALIAS']._serialized_end=1123
+  _globals['_DIMENSION']._serialized_end=233
+  _globals['_MODELFINGERPRINT']._serialized_start=235
+  _globals['_MODELFINGERPRINT']._serialized_end=360
+  _globals['_LAYERSCORE']._serialized_start=362
+  _globals['_LAYERSCORE']._serialized_end=439
+  _globals['_VECTORSET']._serialized_start=442
+  _globals['_VECTORSET']._serialized_end=988
+  _globals['_VECTORSET_LABELSENTRY']._serialized_start=943
+  _globals['_VECTORSET_LABELSENTRY']._serialized_end=988
+  _globals['_ALIAS']._serialized_start=991
+  _globals['_ALIAS']._serialized_end=1139
 # @@protoc_insertion_point(module_scope)

@@ -52,11 +52,14 @@ class Dimension(_message.Message):
     POSITIVE_POLE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Lower-case identifier: [a-z][a-z0-9_-]{0,63}."""
     negative_pole: _builtins.str
     positive_pole: _builtins.str
     description: _builtins.str
+    tenant: _builtins.str
+    """The tenant a custom dimension belongs to; empty: shared by every tenant (the built-in ones)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -67,10 +70,11 @@ class Dimension(_message.Message):
         positive_pole: _builtins.str = ...,
         description: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "name", b"name", "negative_pole", b"negative_pole", "positive_pole", b"positive_pole"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "name", b"name", "negative_pole", b"negative_pole", "positive_pole", b"positive_pole", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
