@@ -5,6 +5,7 @@ those of a person who holds a valid key of their own."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -45,8 +46,10 @@ from steerlab_client import (
     JobClient,
     RegistryClient,
     SessionClient,
+    SteerLab,
     Tls,
 )
+from steerlab_client.chat import Chat, ChatSettings
 from steerlab_client.errors import Unavailable
 
 KEYED = ServerSettings(port=0, metrics_port=0, auth="keys")
@@ -115,6 +118,17 @@ class Platform:
     inference: ServerThread
     keys: Keys
     database_url: str
+
+    def steerlab(self, key: str) -> SteerLab:
+        """The SDK's platform client over these services, with ``key``."""
+        return SteerLab(
+            None,
+            registry=self.registry.target,
+            sessions=self.sessions.target,
+            inference=self.inference.target,
+            jobs=self.registry.target,  # unused here
+            token=key,
+        )
 
     def client(self, kind: type[Any], key: str | None) -> Any:
         target = {RegistryClient: self.registry, SessionClient: self.sessions}.get(kind, self.inference)
@@ -627,3 +641,16 @@ def test_every_rpc_answers_each_role_as_its_least_role_says(platform: Platform, 
     finally:
         jobs_server.stop()
     assert len(refusals) == 4 + 5 * 1  # registry changes for a user; job calls for a user
+
+
+def test_the_chat_works_with_an_api_key_and_keeps_to_its_users_sessions(platform: Platform) -> None:
+    out = io.StringIO()
+    lines = iter(["Hello there.", "/show", "/quit"])
+    with platform.steerlab(platform.keys.ana) as steerlab:
+        chat = Chat(steerlab, ChatSettings(user="", max_new_tokens=6), out)  # as `steerlab chat` with a key
+        chat.run(lambda _prompt: next(lines))
+        session = steerlab.sessions.get(chat.session.id, include_turns=True)
+    assert (session.tenant, session.user_id) == ("acme", "ana") and len(session.turns) == 2
+    assert "bot> " in out.getvalue()
+    with platform.steerlab(platform.keys.bob) as bob, refused(grpc.StatusCode.NOT_FOUND):
+        Chat(bob, ChatSettings(session=chat.session.id), io.StringIO())  # resuming hers
