@@ -46,11 +46,8 @@ def _is_open(details: grpc.HandlerCallDetails) -> bool:
     return bool(details.method.lstrip("/").startswith(OPEN_SERVICES))
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """``token`` mode: refuses a call without ``authorization: Bearer <token>`` (UNAUTHENTICATED)."""
-
-    def __init__(self, token: str) -> None:
-        self._expected = token.encode()
+class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Lets health checks and reflection through; every other call is the subclass's to admit."""
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -58,6 +55,24 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None or _is_open(handler_call_details):
             return handler
+        return await self.admit(handler, handler_call_details)
+
+    async def admit(
+        self, handler: grpc.RpcMethodHandler, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        """``handler``, as it is or wrapped, or a handler that refuses the call."""
+        raise NotImplementedError
+
+
+class TokenInterceptor(_Gate):
+    """``token`` mode: refuses a call without ``authorization: Bearer <token>`` (UNAUTHENTICATED)."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = token.encode()
+
+    async def admit(
+        self, handler: grpc.RpcMethodHandler, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
         given = bearer(handler_call_details.invocation_metadata).encode()
         if given and hmac.compare_digest(given, self._expected):
             return handler
@@ -101,7 +116,7 @@ class TenantMetrics:
 Meter = Callable[[Any], int]
 
 
-class KeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class KeyInterceptor(_Gate):
     """``keys`` mode: checks the call's API key, the method's role and the key's limits, then
     runs the handler as the key's principal (charging a metered method's generated tokens)."""
 
@@ -119,12 +134,9 @@ class KeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.metered = metered  # "/steerlab.v1.Service/Method" -> tokens of a response
         self.metrics = metrics
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    async def admit(
+        self, handler: grpc.RpcMethodHandler, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or _is_open(handler_call_details):
-            return handler
         key = bearer(handler_call_details.invocation_metadata)
         if not key:
             return _refusing(
