@@ -49,4 +49,5 @@ PRODUCTION_ALIAS = "production"
 
 def steerlab_home() -> Path:
     """Root of SteerLab's caches and embedded data: ``$STEERLAB_HOME`` or ``~/.cache/steerlab``."""
-    return Path(os.environ.get("STEERLAB_HOME", Path.home() / ".cache" / "steerlab"))
+    # An empty variable counts as unset, as every STEERLAB_* setting does (else "" is the cwd).
+    return Path(os.environ.get("STEERLAB_HOME") or Path.home() / ".cache" / "steerlab")
