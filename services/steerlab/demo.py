@@ -25,7 +25,7 @@ from steerlab_api.v1 import sessions_pb2 as spb
 from steerlab_client import SteerLab
 from steerlab_client.sessions import MODE_NAMES
 
-from .settings import steerlab_home
+from .settings import embedded_database_url, steerlab_home
 from .steering.errors import UnavailableError
 
 DEFAULT_PROMPT = "Help me plan a weekend in Edinburgh."
@@ -81,7 +81,7 @@ def demo_key(auth: str) -> Iterator[str]:
     from .auth.store import KeyStore
     from .storage import open_database
 
-    store = KeyStore(open_database(f"sqlite:///{demo_data_dir() / 'steerlab.db'}"))
+    store = KeyStore(open_database(embedded_database_url(demo_data_dir())))
     record, key = store.create("demo", "demo-user", "user")
     print(f"  made API key {record.key_id} (role user, user 'demo-user' of tenant 'demo')", flush=True)
     try:

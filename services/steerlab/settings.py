@@ -51,3 +51,13 @@ def steerlab_home() -> Path:
     """Root of SteerLab's caches and embedded data: ``$STEERLAB_HOME`` or ``~/.cache/steerlab``."""
     # An empty variable counts as unset, as every STEERLAB_* setting does (else "" is the cwd).
     return Path(os.environ.get("STEERLAB_HOME") or Path.home() / ".cache" / "steerlab")
+
+
+def platform_data_dir() -> Path:
+    """Where ``steerlab up`` keeps its embedded database unless told otherwise."""
+    return steerlab_home() / "platform"
+
+
+def embedded_database_url(directory: Path) -> str:
+    """The embedded SQLite database of a data directory."""
+    return f"sqlite:///{directory / 'steerlab.db'}"

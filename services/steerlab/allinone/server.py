@@ -36,7 +36,7 @@ from steerlab.serving.auth import open_key_store
 from steerlab.sessions.learn import LearnMethod, make_interpreter
 from steerlab.sessions.manager import SessionManager
 from steerlab.sessions.server import SessionSettings, open_session_manager, session_binding
-from steerlab.settings import PRODUCTION_ALIAS, steerlab_home
+from steerlab.settings import PRODUCTION_ALIAS, embedded_database_url, platform_data_dir
 from steerlab.steering.catalog import BUILTIN_MODELS
 from steerlab.steering.datasets import BUILTIN_DIMENSIONS, builtin_dimensions
 from steerlab.steering.errors import UnavailableError
@@ -52,7 +52,7 @@ class PlatformSettings(SteerLabSettings):
     service: ClassVar[str] = "up"
 
     model: str = "smollm2-135m"
-    data_dir: Path = Field(default_factory=lambda: steerlab_home() / "platform")
+    data_dir: Path = Field(default_factory=platform_data_dir)
     database_url: str = ""  # empty: SQLite in data_dir
     max_batch: int | None = Field(default=None, ge=1)  # None: the engine's default
     learn_method: LearnMethod = "intent"
@@ -80,7 +80,7 @@ class PlatformSettings(SteerLabSettings):
 
     @property
     def database(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'steerlab.db'}"
+        return self.database_url or embedded_database_url(self.data_dir)
 
     @property
     def own_address(self) -> str:

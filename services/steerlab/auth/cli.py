@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
-from steerlab.settings import steerlab_home
+from steerlab.settings import embedded_database_url, platform_data_dir
 
 from .principal import ROLES
 
@@ -46,9 +47,8 @@ def database_url(args: argparse.Namespace) -> str:
     if args.database_url:
         return str(args.database_url)
     if args.data_dir:
-        return f"sqlite:///{os.path.abspath(args.data_dir)}/steerlab.db"
-    embedded = steerlab_home() / "platform" / "steerlab.db"
-    return os.environ.get("STEERLAB_DATABASE_URL") or f"sqlite:///{embedded}"
+        return embedded_database_url(Path(args.data_dir).resolve())
+    return os.environ.get("STEERLAB_DATABASE_URL") or embedded_database_url(platform_data_dir())
 
 
 def _audit(method: str, record: Any) -> None:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import psycopg
 import psycopg_pool
 
-from steerlab.settings import steerlab_home
+from steerlab.settings import embedded_database_url, steerlab_home
 from steerlab.steering.errors import InvalidArgumentError, UnavailableError
 
 
@@ -218,7 +218,7 @@ class SqliteDatabase(Database):
 def resolve_database_url(flag: str | None = None) -> str:
     """The database to use: the flag, else ``STEERLAB_DATABASE_URL``, else the embedded default,
     one SQLite file in the SteerLab home directory shared by every service."""
-    return flag or os.environ.get("STEERLAB_DATABASE_URL") or f"sqlite:///{steerlab_home() / 'steerlab.db'}"
+    return flag or os.environ.get("STEERLAB_DATABASE_URL") or embedded_database_url(steerlab_home())
 
 
 def open_database(url: str) -> Database:
