@@ -68,6 +68,13 @@ def tenant_view() -> str | None:
     return None if principal.is_admin else principal.tenant
 
 
+def may_see(owner: str) -> bool:
+    """Whether the caller sees a thing of tenant ``owner`` that may be shared (``""``): a custom
+    dimension, say. Shared things and its own tenant's; an admin (or no keys) everything."""
+    view = tenant_view()
+    return view is None or owner in ("", view)
+
+
 def bind_principal(principal: Principal) -> None:
     """Make ``principal`` the current one for the rest of this asyncio task (one served call)."""
     _current.set(principal)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from steerlab.auth import tenant_view
+from steerlab.auth import may_see, tenant_view
 from steerlab.serving.relay import relayed
 from steerlab.settings import PRODUCTION_ALIAS
 from steerlab.steering.batching import PreparedVectorSet
@@ -161,10 +161,11 @@ class VectorSetCache:
         unknown = sorted(set(pins) - set(strengths))
         if unknown:
             raise NotFoundError(f"pins for dimensions without a strength: {', '.join(unknown)}")
-        view = tenant_view()
-        for name in sorted(strengths) if view is not None else ():
-            if self.source.tenant_of(name) not in ("", view):  # another tenant's is unknown here
-                raise NotFoundError(f"unknown dimension {name!r}")
+        if tenant_view() is not None:  # a key's caller: another tenant's dimension is unknown here
+            for name in sorted(strengths):
+                owner = self.source.tenant_of(name)
+                if owner is None or not may_see(owner):
+                    raise NotFoundError(f"unknown dimension {name!r}")
         return [(self.resolve(name, pins.get(name, Pin())), strengths[name]) for name in sorted(strengths)]
 
     def _version(self, dimension: str, pin: Pin) -> int:

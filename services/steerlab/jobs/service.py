@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import grpc
 
-from steerlab.auth import current_principal
+from steerlab.auth import current_principal, tenant_view
 from steerlab.serving.messages import timestamp
 from steerlab.steering.config import ExtractionConfig
 from steerlab.steering.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
@@ -103,9 +103,9 @@ def job_to_proto(record: JobRecord) -> pb.Job:
 
 def _visible(record: JobRecord) -> bool:
     """Whether the caller may see a job: an admin (or any caller without API keys) sees every
-    job; a key of a tenant sees its tenant's."""
-    principal = current_principal()
-    return principal.is_admin or record.tenant == principal.tenant
+    job; a key of a tenant sees its tenant's (jobs are never shared)."""
+    view = tenant_view()
+    return view is None or record.tenant == view
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -180,9 +180,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             if request.state not in STATES:
                 raise InvalidArgumentError(f"unknown job state {request.state}")
             state = STATES[request.state]
-        principal = current_principal()
-        tenant = None if principal.is_admin else principal.tenant
         records, next_token = await asyncio.to_thread(
-            self.store.list_jobs, state, request.page_size, request.page_token, tenant
+            self.store.list_jobs, state, request.page_size, request.page_token, tenant_view()
         )
         return pb.ListJobsResponse(jobs=[job_to_proto(r) for r in records], next_page_token=next_token)

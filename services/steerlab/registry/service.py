@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import grpc
 
-from steerlab.auth import current_principal, tenant_view
+from steerlab.auth import current_principal, may_see, tenant_view
 from steerlab.serving.messages import timestamp
 from steerlab.steering.datasets import Dimension
 from steerlab.steering.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
@@ -109,19 +109,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     # -- tenants: a custom dimension, its vector sets and aliases are its tenant's alone ------
 
+    def _visible_dimensions(self) -> list[DimensionRecord]:
+        return [r for r in self.store.list_dimensions() if may_see(r.tenant)]
+
     def _visible(self) -> Callable[[str], bool]:
         """Whether the caller may see a dimension, by name (an admin, or no keys: all)."""
-        view = tenant_view()
-        if view is None:
+        if tenant_view() is None:
             return lambda _name: True
-        visible = {r.dimension.name for r in self.store.list_dimensions() if r.visible_to(view)}
-        return visible.__contains__
+        return {r.dimension.name for r in self._visible_dimensions()}.__contains__
 
     def _check_visible(self, dimension: str) -> None:
         """NOT_FOUND for another tenant's dimension, exactly as for one that does not exist."""
-        visible = self._visible()
-        if not visible(dimension):
-            names = [r.dimension.name for r in self.store.list_dimensions() if visible(r.dimension.name)]
+        if tenant_view() is None:
+            return
+        names = [r.dimension.name for r in self._visible_dimensions()]
+        if dimension not in names:
             raise NotFoundError(f"unknown dimension {dimension!r}; registered dimensions: {', '.join(names)}")
 
     async def CreateDimension(
@@ -135,10 +137,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def ListDimensions(
         self, request: pb.ListDimensionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDimensionsResponse:
-        view = tenant_view()
-        records = await asyncio.to_thread(self.store.list_dimensions)
-        visible = [r for r in records if view is None or r.visible_to(view)]
-        return pb.ListDimensionsResponse(dimensions=[dimension_to_proto(r) for r in visible])
+        records = await asyncio.to_thread(self._visible_dimensions)
+        return pb.ListDimensionsResponse(dimensions=[dimension_to_proto(r) for r in records])
 
     async def CreateVectorSet(
         self, request: pb.CreateVectorSetRequest, context: grpc.aio.ServicerContext

@@ -52,9 +52,6 @@ class DimensionRecord:
     created_at: datetime
     tenant: str = ""  # "": shared by every tenant
 
-    def visible_to(self, tenant: str) -> bool:
-        return not self.tenant or self.tenant == tenant
-
 
 @dataclass(frozen=True)
 class VectorSetRecord:

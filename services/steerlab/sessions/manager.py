@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from steerlab.auth import tenant_view
+from steerlab.auth import may_see
 from steerlab.steering.config import check_strength
 from steerlab.steering.datasets import Dimension
 from steerlab.steering.errors import FailedPreconditionError, InvalidArgumentError
@@ -75,10 +75,7 @@ class SessionManager:
         return known
 
     def _visible(self, dimensions: dict[str, Dimension]) -> dict[str, Dimension]:
-        view = tenant_view()
-        if view is None:
-            return dimensions
-        return {name: d for name, d in dimensions.items() if self.catalog.tenant_of(name) in ("", view)}
+        return {name: d for name, d in dimensions.items() if may_see(self.catalog.tenant_of(name))}
 
     def _checked(self, strengths: dict[str, float]) -> dict[str, float]:
         self._known(list(strengths))
