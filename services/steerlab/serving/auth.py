@@ -13,6 +13,7 @@ work without a secret.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -57,11 +58,11 @@ class _Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         return await self.admit(handler, handler_call_details)
 
+    @abc.abstractmethod
     async def admit(
         self, handler: grpc.RpcMethodHandler, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         """``handler``, as it is or wrapped, or a handler that refuses the call."""
-        raise NotImplementedError
 
 
 class TokenInterceptor(_Gate):

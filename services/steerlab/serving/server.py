@@ -10,7 +10,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,6 +26,7 @@ from .metrics import ObservingInterceptor, RpcMetrics, short_service_name
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
+_Value = TypeVar("_Value")
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,8 @@ class GrpcServer:
         elif self.settings.auth_mode == "keys" and self.keys is not None:
             if self._tenant_metrics is None:
                 self._tenant_metrics = TenantMetrics(self.metrics_registry)
-            metered = {
-                f"/{s.name}/{method}": meter for s in self.services for method, meter in s.metered.items()
-            }
-            interceptors.append(
-                KeyInterceptor(self.keys, self.method_roles(), self.limits, metered, self._tenant_metrics)
-            )
+            roles, metered = self._by_method(lambda s: s.roles), self._by_method(lambda s: s.metered)
+            interceptors.append(KeyInterceptor(self.keys, roles, self.limits, metered, self._tenant_metrics))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
@@ -121,12 +118,12 @@ class GrpcServer:
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         return server
 
-    def method_roles(self) -> dict[str, str]:
-        """The role each method needs beyond ``user``, by full method name."""
+    def _by_method(self, table: Callable[[ServiceBinding], Mapping[str, _Value]]) -> dict[str, _Value]:
+        """One per-service table of the bindings (roles, meters) keyed by full method name."""
         return {
-            f"/{service.name}/{method}": role
+            f"/{service.name}/{method}": value
             for service in self.services
-            for method, role in service.roles.items()
+            for method, value in table(service).items()
         }
 
     async def _set_health(self, status: int) -> None:
