@@ -65,22 +65,21 @@ def _audit(method: str, record: Any) -> None:
 
 
 def _store(args: argparse.Namespace) -> Any:
+    """The key store of the command's database, closed when the ``with`` block ends."""
+    from contextlib import closing
+
     from steerlab.storage import open_database
 
     from .store import KeyStore
 
-    return KeyStore(open_database(database_url(args)))
+    return closing(KeyStore(open_database(database_url(args))))
 
 
 def _create(args: argparse.Namespace) -> None:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         record, key = store.create(args.tenant, args.user, args.role, args.expires)
-    finally:
-        store.close()
     _audit("keys create", record)
-    expires = record.expires_at.isoformat(timespec="seconds") if record.expires_at else "never"
-    print(f"key {record.key_id}: {_holder(record)}; expires {expires}")
+    print(f"key {record.key_id}: {_holder(record)}; expires {_expiry(record)}")
     print("the key is shown only now; it is stored hashed and cannot be shown again:")
     print(key)
 
@@ -91,27 +90,24 @@ _ROW = "{:<17} {:<8} {:<9} {:<16} {:<20} {:<25} {}"
 def _list(args: argparse.Namespace) -> None:
     from datetime import UTC, datetime
 
-    store = _store(args)
-    try:
+    with _store(args) as store:
         records = store.list(args.tenant)
-    finally:
-        store.close()
     now = datetime.now(UTC)
     print(_ROW.format("key id", "state", "role", "tenant", "user", "created", "expires"))
     for r in records:
-        expires = r.expires_at.isoformat(timespec="seconds") if r.expires_at else "never"
         created = r.created_at.isoformat(timespec="seconds")
-        print(_ROW.format(r.key_id, r.state(now), r.role, r.tenant, r.user_id, created, expires))
+        print(_ROW.format(r.key_id, r.state(now), r.role, r.tenant, r.user_id, created, _expiry(r)))
 
 
 def _revoke(args: argparse.Namespace) -> None:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         record = store.revoke(args.key_id)
-    finally:
-        store.close()
     _audit("keys revoke", record)
     print(f"key {record.key_id} ({_holder(record)}) is revoked")
+
+
+def _expiry(record: Any) -> str:
+    return record.expires_at.isoformat(timespec="seconds") if record.expires_at else "never"
 
 
 def _holder(record: Any) -> str:
