@@ -50,12 +50,13 @@ def migrate_all(database: Database) -> dict[str, list[int]]:
     return {component: migrate(database, component, steps) for component, steps in components()}
 
 
-SERVICE_TENANT, SERVICE_USER = "steerlab", "steerlab-services"
+SERVICE_USER = "steerlab-services"
 
 
 def _register_service_key(database: Database) -> str:
     import os
 
+    from steerlab.auth.principal import SERVICE_TENANT
     from steerlab.auth.store import KeyStore
 
     key = os.environ.get("STEERLAB_TOKEN", "")

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Self
 from prometheus_client import CollectorRegistry
 from pydantic import Field, field_validator
 
+from steerlab.auth.principal import SERVICE_TENANT
 from steerlab.auth.store import KeyStore
 from steerlab.inference.server import InferenceServer, InferenceSettings, build_inference_server
 from steerlab.jobs.server import JobServer, JobServiceSettings
@@ -134,7 +135,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
     keys = open_key_store(settings.server, settings.database)
     internal_token, internal_key_id = settings.server.token, ""
     if keys is not None:
-        record, internal_token = keys.create("steerlab", "steerlab-up", "admin")
+        record, internal_token = keys.create(SERVICE_TENANT, "steerlab-up", "admin")
         internal_key_id = record.key_id
     # The services' own settings: only the credential they call each other with matters, since
     # their bindings are served by the one server below.

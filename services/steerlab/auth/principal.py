@@ -12,6 +12,9 @@ from steerlab.steering.errors import InvalidArgumentError
 # What every API key starts with: ``slk_<key id>_<secret>``.
 KEY_PREFIX = "slk_"
 
+# The tenant of the platform's own keys (the services' calls to each other).
+SERVICE_TENANT = "steerlab"
+
 # Each role may do what the roles before it may.
 ROLES = ("user", "operator", "admin")
 
