@@ -191,6 +191,8 @@ class ServiceProcess:
             self.process.kill()
             raise AssertionError(f"{service} did not start: {self.banner}{self.process.stderr.read()}")
         self.target = f"127.0.0.1:{port}"
+        metrics = re.search(r"metrics (http://\S+/metrics)", self.banner)
+        self.metrics_url = metrics[1] if metrics else ""
 
     def stop(self) -> int:
         """SIGTERM, as Kubernetes sends; returns the exit status."""

@@ -325,6 +325,10 @@ def test_a_key_revoked_on_the_command_line_is_refused_by_every_replica_within_5_
                         waiting.discard(index)
                 time.sleep(0.1)
             assert not waiting, f"replicas {waiting} still served the revoked key after 5 s"
+            assert f"key_id={key_id}" in revoked.stderr  # the command's audit line
+            metrics = urllib.request.urlopen(replicas[1].metrics_url).read().decode()
+            assert 'steerlab_api_key_changes_total{change="created",tenant="acme"} 1.0' in metrics
+            assert 'steerlab_api_key_changes_total{change="revoked",tenant="acme"} 1.0' in metrics
         finally:
             for client in clients:
                 client.close()

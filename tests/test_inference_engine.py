@@ -194,6 +194,22 @@ def test_bad_requests_are_refused_before_queueing(engine: InferenceEngine, serve
     assert engine.running == 0
 
 
+def test_a_burst_fills_the_batch_and_then_the_queue(served: LoadedModel) -> None:
+    """Issue 20: max_batch running plus max_queue waiting are admitted, even when the whole
+    burst arrives before the engine has moved any request into the batch."""
+    engine = InferenceEngine(ModelRunner(served), EngineSettings(max_batch=4, max_queue=4)).start()
+    try:
+        handles = [
+            engine.submit(request(served, PROMPTS[0], max_new_tokens=400), lambda e: None) for _ in range(8)
+        ]
+        with pytest.raises(ResourceExhaustedError, match="queue is full"):
+            engine.submit(request(served, PROMPTS[1], max_new_tokens=400), lambda e: None)
+        for handle in handles:
+            handle.cancel()
+    finally:
+        engine.stop()
+
+
 @pytest.fixture()
 def one_slot(served: LoadedModel) -> Iterator[InferenceEngine]:
     engine = InferenceEngine(ModelRunner(served), EngineSettings(max_batch=1, max_queue=1)).start()

@@ -133,6 +133,9 @@ def test_streams_text_then_reports_versions_strengths_and_timings(client: Infere
         ({"pins": {"cost": 1}}, grpc.StatusCode.NOT_FOUND, "without a strength"),
         ({"top_p": 2.0}, grpc.StatusCode.INVALID_ARGUMENT, "top-p"),
         ({"temperature": -1.0}, grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+        ({"temperature": 1e308}, grpc.StatusCode.INVALID_ARGUMENT, "temperature must be within 0..2"),
+        ({"temperature": math.nan}, grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+        ({"top_p": math.nan}, grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
         ({"max_new_tokens": 5000}, grpc.StatusCode.INVALID_ARGUMENT, "max_new_tokens"),
         ({"stop": ["x" * 100]}, grpc.StatusCode.INVALID_ARGUMENT, "stop strings"),
         ({"session_id": "no-such-session"}, grpc.StatusCode.NOT_FOUND, "no-such-session"),
@@ -207,6 +210,55 @@ def test_a_retried_session_request_records_its_turns_once(
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [t.text for t in turns] == ["Where should we eat?", first.text]
     assert again.done.session_turn_index == first.done.session_turn_index == 2
+
+
+def test_a_session_records_a_message_only_with_its_complete_answer(
+    client: InferenceClient, sessions: ServerThread, inference: ServerThread
+) -> None:
+    """Issue 20: a refused request, a session naming another model and a cancelled stream
+    record nothing, so the next prompt is never built from two user turns in a row."""
+    engine = inference.server.services[0].servicer.engine
+    with SessionClient(sessions.target) as session_client:
+        session = session_client.create("noor", model="smollm2-135m")
+        with pytest.raises(ClientError, match="context of 8192") as too_long:
+            client.generate("word " * 9000, session_id=session.id, max_new_tokens=8)
+        elsewhere = session_client.create("noor", model="gemma3-270m")
+        with pytest.raises(ClientError, match="answers with model 'gemma3-270m'") as wrong_model:
+            client.generate("Hello?", session_id=elsewhere.id, max_new_tokens=4)
+        cancelled = client.stream("Plan a long trip to Peru.", session_id=session.id, max_new_tokens=1000)
+        next(cancelled)
+        cancelled.close()
+        deadline = time.monotonic() + 10
+        while engine.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answer = client.generate("Where should we eat?", session_id=session.id, max_new_tokens=6)
+        turns = session_client.get(session.id, include_turns=True).turns
+        assert session_client.get(elsewhere.id).turn_count == 0
+    assert too_long.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert wrong_model.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert [t.text for t in turns] == ["Where should we eat?", answer.text]
+
+
+def test_two_messages_to_one_session_are_answered_one_after_the_other(
+    client: InferenceClient, sessions: ServerThread
+) -> None:
+    """Issue 20: concurrent messages to one session are never interleaved; the later one waits
+    and is answered from a history that holds the earlier exchange."""
+    with SessionClient(sessions.target) as session_client:
+        session = session_client.create("omar", model="smollm2-135m")
+        questions = ["Where should we eat tonight?", "What should we see tomorrow?"]
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(
+                pool.map(lambda q: client.generate(q, session_id=session.id, max_new_tokens=24), questions)
+            )
+        turns = session_client.get(session.id, include_turns=True).turns
+    assert [t.role for t in turns] == [1, 2, 1, 2]  # user, assistant, user, assistant
+    by_question = dict(zip(questions, answers, strict=True))
+    for user, assistant in zip(turns[::2], turns[1::2], strict=True):
+        assert assistant.text == by_question[user.text].text
+        assert assistant.index == by_question[user.text].done.session_turn_index
+    first, second = (by_question[turns[0].text], by_question[turns[2].text])
+    assert second.done.prompt_tokens > first.done.prompt_tokens + first.done.completion_tokens
 
 
 def test_one_decoder_the_core_the_engine_and_the_service_agree(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -228,6 +229,10 @@ def test_bad_requests_are_refused_and_failed_jobs_say_why(
     with pytest.raises(ClientError) as bad_method:
         client.submit_extraction(str(tiny_model_dir), dimension="cost", method="astrology")
     assert bad_method.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    for bound in (math.nan, math.inf, 1e300, 1.0):
+        with pytest.raises(ClientError, match="perplexity_bound must be above 1 and at most 10") as poison:
+            client.submit_extraction(str(tiny_model_dir), dimension="cost", perplexity_bound=bound)
+        assert poison.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert len(client.list()) == len(before)  # nothing was queued
 
     too_deep = client.submit_extraction(str(tiny_model_dir), dataset=custom_dataset("depth"), top_k=99)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
@@ -224,3 +226,77 @@ def test_dimensions_come_from_the_registry(database_url: str, interpreter: Feedb
     finally:
         sessions.stop()
         registry.stop()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def both_backends(
+    request: pytest.FixtureRequest, tmp_path: Path, interpreter: FeedbackInterpreter
+) -> Iterator[SessionClient]:
+    """A session service on each backend, holding at most 6 turns and 2,000 characters."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            url = stack.enter_context(fresh_postgres_database())
+        else:
+            url = f"sqlite:///{tmp_path / 'sessions.db'}"
+        settings = SessionSettings(
+            database_url=url,
+            session_max_turns=6,
+            session_max_history_characters=2_000,
+            server=ServerSettings(port=0, metrics_port=0),
+        )
+        server, manager = build_session_server(settings, interpreter)
+        running = ServerThread(server=server, closing=manager.store.close)
+        stack.callback(running.stop)
+        yield stack.enter_context(SessionClient(running.target))
+
+
+def test_an_exchange_is_recorded_whole_or_not_at_all(both_backends: SessionClient) -> None:
+    """Issue 20: a message is recorded only with its answer; a preview writes nothing; of two
+    answers generated from one history (two replicas), the second is refused, not interleaved."""
+    client = both_backends
+    session = client.create("ana", "smollm2-135m", mode="learn", strengths={"cost": 60})
+    complaint = "Ugh, that is way too expensive for us. Something cheaper?"
+    preview = client.preview_exchange(session.id, [complaint])
+    assert preview.session.strengths["cost"] < 60.0 and preview.update.changes  # what LEARN would do
+    assert client.get(session.id).turn_count == 0 and client.get(session.id).strengths["cost"] == 60.0
+
+    other = client.preview_exchange(session.id, ["Where should we stay?"])  # a second replica
+    used = [pb.SteeringUsed(dimension="cost", vector_set_version=1, model_digest="ab" * 32, strength=40)]
+    first = client.record_exchange(
+        session.id, [complaint], "A food truck.", used, preview.session.turn_count, request_id="g-1"
+    )
+    assert [(t.index, t.role) for t in first.turns] == [(1, pb.ROLE_USER), (2, pb.ROLE_ASSISTANT)]
+    assert first.session.strengths["cost"] == preview.session.strengths["cost"]
+    with _raises(grpc.StatusCode.ABORTED, "has 2 turns, not the 0"):
+        client.record_exchange(
+            session.id, ["Where should we stay?"], "A hostel.", [], other.session.turn_count
+        )
+    retried = client.record_exchange(session.id, [complaint], "A food truck.", used, 0, request_id="g-1")
+    assert [t.index for t in retried.turns] == [1, 2]
+    turns = client.get(session.id, include_turns=True).turns
+    assert [t.text for t in turns] == [complaint, "A food truck."]
+    assert turns[0].update.changes and turns[1].steering[0].strength == 40
+
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "needs the user's message"):
+        client.record_exchange(session.id, [], "An answer to nothing.", [], 2)
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "a turn needs text"):
+        client.record_exchange(session.id, ["Hello?"], "   ", [], 2)
+    assert client.get(session.id).turn_count == 2
+
+
+def test_a_session_cannot_be_bricked(both_backends: SessionClient) -> None:
+    """Issue 20: 100,000 steering entries, or more turns or text than a session may hold, are
+    refused with a status that names the limit, and the session stays readable."""
+    client = both_backends
+    session = client.create("ana", "smollm2-135m")
+    flood = [pb.SteeringUsed(dimension="cost", vector_set_version=1, strength=10)] * 100_000
+    with _raises(grpc.StatusCode.INVALID_ARGUMENT, "repeats one"):
+        client.add_assistant_turn(session.id, "An answer.", flood)
+    with _raises(grpc.StatusCode.FAILED_PRECONDITION, "2000 .*STEERLAB_SESSION_MAX_HISTORY_CHARACTERS"):
+        client.record_exchange(session.id, ["x" * 1_500], "y" * 1_000, [], 0)
+    for number in range(3):
+        client.record_exchange(session.id, [f"Question {number}?"], f"Answer {number}.", [], number * 2)
+    with _raises(grpc.StatusCode.FAILED_PRECONDITION, "most a session may hold is 6 .*start a new session"):
+        client.add_user_turn(session.id, "One more?")
+    read = client.get(session.id, include_turns=True)
+    assert read.turn_count == 6 and [t.index for t in read.turns] == [1, 2, 3, 4, 5, 6]

@@ -103,6 +103,34 @@ class SessionClient(ServiceClient):
         )
         return self._call(self._stub.AppendTurn, request)
 
+    def preview_exchange(self, session_id: str, user_texts: list[str]) -> pb.PreviewExchangeResponse:
+        """The session (with its turns) as it would be after the user's new message(s): LEARN's
+        update applied, nothing recorded. Answer from it, then :meth:`record_exchange`."""
+        request = pb.PreviewExchangeRequest(session_id=session_id, user_texts=user_texts)
+        return self._call(self._stub.PreviewExchange, request)
+
+    def record_exchange(
+        self,
+        session_id: str,
+        user_texts: list[str],
+        answer: str,
+        steering: list[pb.SteeringUsed] | None = None,
+        expected_turn_count: int | None = None,
+        request_id: str = "",
+    ) -> pb.RecordExchangeResponse:
+        """Record the user's message(s) and the complete answer together, or nothing: ABORTED
+        if the session has turns other than ``expected_turn_count`` (the preview's turn_count).
+        A repeated ``request_id`` (default: a new one) returns what the first call recorded."""
+        request = pb.RecordExchangeRequest(
+            session_id=session_id,
+            user_texts=user_texts,
+            answer=answer,
+            steering=steering or [],
+            expected_turn_count=expected_turn_count,
+            request_id=new_request_id(request_id),
+        )
+        return self._call(self._stub.RecordExchange, request)
+
     def feedback(
         self, session_id: str, turn_index: int, rating: str, comment: str = ""
     ) -> pb.SubmitFeedbackResponse:

@@ -159,6 +159,16 @@ class KeyStore:
             raise NotFoundError(f"no key {key_id!r}")
         return self._record(row)[0]
 
+    def change_counts(self) -> tuple[tuple[str, int, int], ...]:
+        """``(tenant, keys created, keys revoked)`` per tenant: every key change ever made, by
+        any process (the CLI included), as the database records it."""
+        with self.database.transaction() as cursor:
+            cursor.execute(
+                "SELECT tenant, COUNT(*), COUNT(revoked_at) FROM api_keys GROUP BY tenant ORDER BY tenant"
+            )
+            rows = cursor.fetchall()
+        return tuple((str(tenant), int(created), int(revoked)) for tenant, created, revoked in rows)
+
     def authenticate(self, key: str) -> Principal:
         """The principal ``key`` stands for; :class:`UnauthenticatedError` if it is malformed,
         unknown, revoked or expired."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -17,8 +18,13 @@ from steerlab.steering.batching import AppliedStrength, fold_mix
 from steerlab.steering.chat import Message, encode_prompt
 from steerlab.steering.config import Sampling, check_strength
 from steerlab.steering.engine import Failed, Finished, GenerationRequest, InferenceEngine, TextDelta
-from steerlab.steering.errors import DeadlineExceededError, FailedPreconditionError, InvalidArgumentError
-from steerlab.storage.requests import MAX_REQUEST_ID_LENGTH, check_request_id
+from steerlab.steering.errors import (
+    AbortedError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+)
+from steerlab.storage.requests import MAX_PARENT_REQUEST_ID_LENGTH, check_request_id
 from steerlab_api.v1 import inference_pb2 as pb
 from steerlab_api.v1 import inference_pb2_grpc
 from steerlab_api.v1 import sessions_pb2 as spb
@@ -31,8 +37,11 @@ if TYPE_CHECKING:
 
 SERVICE_NAME = "steerlab.v1.InferenceService"
 ROLES = ("system", "user", "assistant")
-# The turns a request records add ":user:N" or ":assistant" to its id, within the sessions' limit.
-MAX_GENERATE_REQUEST_ID = MAX_REQUEST_ID_LENGTH - 16
+# A request's messages, before they are tokenized (the context length bounds them after).
+MAX_MESSAGES = 1024
+MAX_PROMPT_CHARACTERS = 1_000_000
+# How long a message to a session waits for the answer to an earlier one (within its deadline).
+MAX_TURN_WAIT_S = 60.0
 FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
 
 
@@ -44,10 +53,14 @@ class Conversation:
     strengths: dict[str, float]
     session_id: str = ""
     request_id: str = ""  # the turns it records derive their request ids from this one
+    user_texts: tuple[str, ...] = ()  # the new message(s), recorded with the answer
+    turn_count: int = 0  # the session's turns the answer is generated from
 
 
 class SessionLink:
-    """Reads a session's history and strengths, and appends turns to it, over gRPC."""
+    """Reads a session as it would be with the user's new message(s), and records them with the
+    complete answer as one unit, over gRPC: a request refused, failed or cancelled on the way
+    records nothing."""
 
     def __init__(self, client: SessionClient, model_name: str) -> None:
         self.client = client
@@ -60,31 +73,30 @@ class SessionLink:
         return self.client.with_token(principal.credential) if principal.keyed else self.client
 
     def begin(self, session_id: str, user_texts: Sequence[str], request_id: str = "") -> Conversation:
-        """Append the user's new message(s) (LEARN may move strengths), then read the session.
-
-        With ``request_id``, a retried request finds its user turns already recorded."""
-        client = self._client()
+        """The conversation to answer: the session's history and the new message(s), with the
+        strengths LEARN would leave after them. Nothing is written yet."""
         with relayed("session service"):
-            for number, text in enumerate(user_texts):
-                client.add_user_turn(session_id, text, _derived(request_id, f"user:{number}"))
-            session = client.get(session_id, include_turns=True)
+            session = self._client().preview_exchange(session_id, list(user_texts)).session
         if session.model and session.model != self.model_name:
             raise FailedPreconditionError(
                 f"session {session_id} answers with model {session.model!r}; "
                 f"this server runs {self.model_name!r}"
             )
-        roles = {spb.ROLE_USER: "user", spb.ROLE_ASSISTANT: "assistant"}
-        messages: list[Message] = [{"role": roles[turn.role], "content": turn.text} for turn in session.turns]
-        return Conversation(messages, dict(session.strengths), session_id, request_id)
+        history = [(ROLE_NAMES[turn.role], turn.text) for turn in session.turns]
+        messages = alternating([*history, *(("user", text) for text in user_texts)])
+        return Conversation(
+            messages, dict(session.strengths), session_id, request_id, tuple(user_texts), session.turn_count
+        )
 
     def record(
         self,
-        session_id: str,
+        conversation: Conversation,
         text: str,
         applied: Sequence[AppliedStrength],
         model_digest: str,
-        request_id: str = "",
     ) -> int:
+        """Record the exchange; the answer's turn index. ABORTED if the session gained other
+        turns meanwhile (the answer did not see them)."""
         used = [
             spb.SteeringUsed(
                 dimension=a.dimension,
@@ -95,12 +107,31 @@ class SessionLink:
             for a in applied
         ]
         with relayed("session service"):
-            turn = (
-                self._client()
-                .add_assistant_turn(session_id, text, used, _derived(request_id, "assistant"))
-                .turn
+            recorded = self._client().record_exchange(
+                conversation.session_id,
+                list(conversation.user_texts),
+                text,
+                used,
+                expected_turn_count=conversation.turn_count,
+                request_id=conversation.request_id,
             )
-            return int(turn.index)
+        return int(recorded.turns[-1].index)
+
+
+ROLE_NAMES = {spb.ROLE_USER: "user", spb.ROLE_ASSISTANT: "assistant"}
+
+
+def alternating(turns: Sequence[tuple[str, str]]) -> list[Message]:
+    """Chat messages from ``(role, text)`` turns, consecutive turns of one role joined: many chat
+    templates refuse two user messages in a row, which a session may hold (messages recorded
+    with AppendTurn, or a user sending two at once)."""
+    messages: list[Message] = []
+    for role, text in turns:
+        if messages and messages[-1]["role"] == role:
+            messages[-1] = {"role": role, "content": f"{messages[-1]['content']}\n\n{text}"}
+        else:
+            messages.append({"role": role, "content": text})
+    return messages
 
 
 def generated_tokens(response: pb.GenerateResponse) -> int:
@@ -108,9 +139,39 @@ def generated_tokens(response: pb.GenerateResponse) -> int:
     return int(response.done.completion_tokens) if response.HasField("done") else 0
 
 
-def _derived(request_id: str, part: str) -> str:
-    """The request id of one of the turns a Generate request records ("" without one)."""
-    return f"{request_id}:{part}" if request_id else ""
+class SessionTurns:
+    """One answer at a time per session in this process: a second message to a session waits
+    for the answer in progress (at most ``wait_s``, then ABORTED). Across replicas the session
+    service refuses the later of two overlapping exchanges instead (RecordExchange)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # session -> its lock, its waiters
+
+    @contextlib.asynccontextmanager
+    async def turn(self, session_id: str, wait_s: float) -> AsyncIterator[None]:
+        if not session_id:
+            yield
+            return
+        lock, holders = self._locks.get(session_id, (asyncio.Lock(), 0))
+        self._locks[session_id] = (lock, holders + 1)
+        try:
+            try:
+                await asyncio.wait_for(lock.acquire(), wait_s)
+            except TimeoutError:
+                raise AbortedError(
+                    f"session {session_id} is still answering an earlier message after {wait_s:.0f} s; "
+                    "send this one when that answer is done"
+                ) from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock, holders = self._locks[session_id]
+            if holders == 1:
+                del self._locks[session_id]
+            else:
+                self._locks[session_id] = (lock, holders - 1)
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
@@ -128,13 +189,24 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.default_max_new_tokens = default_max_new_tokens
         self.tensor_parallel = tensor_parallel
         self.lm = engine.model
+        self._turns = SessionTurns()
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        conversation, generation = await asyncio.to_thread(self._prepare, request, deadline)
+        wait_s = MAX_TURN_WAIT_S if remaining is None else min(remaining, MAX_TURN_WAIT_S)
+        # The session is read once an earlier message to it has its answer, so that this one
+        # is answered from a history that holds that exchange.
+        async with self._turns.turn(request.session_id, wait_s):
+            conversation, generation = await asyncio.to_thread(self._prepare, request, deadline)
+            async for response in self._answer(conversation, generation):
+                yield response
+
+    async def _answer(
+        self, conversation: Conversation, generation: GenerationRequest
+    ) -> AsyncIterator[pb.GenerateResponse]:
         async for event in self.engine.stream(generation):
             if isinstance(event, TextDelta):
                 yield pb.GenerateResponse(text_delta=event.text)
@@ -149,11 +221,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 if conversation.session_id and self.sessions is not None:
                     turn_index = await asyncio.to_thread(
                         self.sessions.record,
-                        conversation.session_id,
+                        conversation,
                         event.text,
                         event.applied,
                         self.lm.fingerprint.weights_digest,
-                        conversation.request_id,
                     )
                 yield pb.GenerateResponse(done=_done(event, turn_index))
 
@@ -197,6 +268,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         )
 
     def _conversation(self, request: pb.GenerateRequest) -> Conversation:
+        _check_size(request.messages)
         messages = [_message(m) for m in request.messages]
         if not request.session_id:
             if not messages:
@@ -212,7 +284,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             )
         if not messages or any(m["role"] != "user" for m in messages):
             raise InvalidArgumentError("with a session_id, send the user's new message(s), role 'user'")
-        check_request_id(request.request_id, MAX_GENERATE_REQUEST_ID)
+        check_request_id(request.request_id, MAX_PARENT_REQUEST_ID_LENGTH)
         contents = [m["content"] for m in messages]
         return self.sessions.begin(request.session_id, contents, request.request_id)
 
@@ -223,6 +295,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             messages = messages[1:]
             prompt = encode_prompt(self.lm.tokenizer, messages)
         return prompt
+
+
+def _check_size(messages: Sequence[pb.ChatMessage]) -> None:
+    """Bound the work a request can ask for before any of it is done (tokenizing included)."""
+    if len(messages) > MAX_MESSAGES:
+        raise InvalidArgumentError(f"{len(messages)} messages in one request; the limit is {MAX_MESSAGES}")
+    characters = sum(len(m.content) for m in messages)
+    if characters > MAX_PROMPT_CHARACTERS:
+        raise InvalidArgumentError(
+            f"the messages hold {characters} characters; the limit is {MAX_PROMPT_CHARACTERS}"
+        )
 
 
 def _message(message: pb.ChatMessage) -> Message:

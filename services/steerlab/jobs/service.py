@@ -9,7 +9,7 @@ from dataclasses import asdict
 import grpc
 
 from steerlab.auth import current_principal, tenant_view
-from steerlab.serving.messages import timestamp
+from steerlab.serving.messages import enum_choice, timestamp
 from steerlab.steering.config import ExtractionConfig
 from steerlab.steering.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
 from steerlab_api.v1 import jobs_pb2 as pb
@@ -177,9 +177,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.ListJobsResponse:
         state = ""
         if request.state != pb.JOB_STATE_UNSPECIFIED:
-            if request.state not in STATES:
-                raise InvalidArgumentError(f"unknown job state {request.state}")
-            state = STATES[request.state]
+            state = enum_choice(STATES, request.state, "state")
         records, next_token = await asyncio.to_thread(
             self.store.list_jobs, state, request.page_size, request.page_token, tenant_view()
         )

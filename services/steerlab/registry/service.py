@@ -9,7 +9,7 @@ from collections.abc import Callable
 import grpc
 
 from steerlab.auth import current_principal, may_see, tenant_view
-from steerlab.serving.messages import timestamp
+from steerlab.serving.messages import enum_choice, timestamp
 from steerlab.steering.datasets import Dimension
 from steerlab.steering.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from steerlab.steering.vectorset import VectorSet
@@ -20,6 +20,11 @@ from steerlab_api.v1 import vectors_pb2 as vpb
 from .store import DELETED, AliasRecord, DimensionRecord, RegistryStore, VectorSetRecord
 
 SERVICE_NAME = "steerlab.v1.RegistryService"
+VIEWS = {
+    pb.VECTOR_SET_VIEW_UNSPECIFIED: "basic",
+    pb.VECTOR_SET_VIEW_BASIC: "basic",
+    pb.VECTOR_SET_VIEW_FULL: "full",
+}
 # With --auth keys: reading is for every user; changing the registry is for operators.
 ROLES = {
     "CreateDimension": "operator",
@@ -158,7 +163,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetVectorSet(
         self, request: pb.GetVectorSetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetVectorSetResponse:
-        full = request.view == pb.VECTOR_SET_VIEW_FULL
+        full = enum_choice(VIEWS, request.view, "view") == "full"
         message = await asyncio.to_thread(self._get, request.selector, full)
         return pb.GetVectorSetResponse(vector_set=message)
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 import abc
 import asyncio
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from steerlab.auth import Principal, bind_principal
 from steerlab.auth.limits import KeyLimits
@@ -111,6 +114,45 @@ class TenantMetrics:
         if tenant not in self._named and len(self._named) < MAX_TENANT_LABELS:
             self._named.add(tenant)
         return tenant if tenant in self._named else "other"
+
+
+class KeyChanges(Collector):
+    """``steerlab_api_key_changes_total{tenant, change}``: keys created and revoked, read from the
+    key table at each scrape. ``steerlab keys`` runs in its own process, so a counter kept in
+    memory here would never see its changes; the table records every one of them."""
+
+    def __init__(self, keys: KeyStore) -> None:
+        self.keys = keys
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "steerlab_api_key_changes",
+            "API keys created and revoked (by any process, steerlab keys included), by tenant",
+            labels=["tenant", "change"],
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric's name without reading the table (the registry asks when it is added)."""
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        try:
+            counts = self.keys.change_counts()
+        except Exception:  # a scrape must not fail because the database is briefly away
+            logging.getLogger(__name__).warning("could not read the API key table", exc_info=True)
+            return
+        totals: dict[str, list[int]] = {}
+        for index, (tenant, created, revoked) in enumerate(counts):
+            label = tenant if index < MAX_TENANT_LABELS else "other"
+            total = totals.setdefault(label, [0, 0])
+            total[0] += created
+            total[1] += revoked
+        for tenant, (created, revoked) in totals.items():
+            family.add_metric([tenant, "created"], created)
+            family.add_metric([tenant, "revoked"], revoked)
+        yield family
 
 
 # A metered method: how many tokens one of its responses generated.

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from steerlab.auth import current_principal
 from steerlab.auth.audit import audit, resource_of
-from steerlab.steering.errors import SteerLabError
+from steerlab.steering.errors import InvalidArgumentError, SteerLabError
 
 from .status import status_code
 
@@ -88,16 +89,17 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or metrics is None:
             return handler
         audited = method in self._audited.get(service, frozenset())
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(metrics, method, handler.unary_unary, audited),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(metrics, method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -105,17 +107,65 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _unary(self, metrics: RpcMetrics, method: str, behaviour: Any, audited: bool) -> Any:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with _observed(metrics, method, context, request if audited else None):
-                return await behaviour(request, context)
+                return await behaviour(_decoded(request), context)
 
         return unary
 
     def _streaming(self, metrics: RpcMetrics, method: str, behaviour: Any) -> Any:
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with _observed(metrics, method, context):
-                async for response in behaviour(request, context):
+                async for response in behaviour(_decoded(request), context):
                     yield response
 
         return streaming
+
+
+# Errors quote what the caller sent (``unknown dimension 'spice'``). In a status, a quoted value
+# keeps its first 100 characters and the whole message at most 600: an error about a huge input
+# must still reach the client, whose limit on a status is a few kilobytes.
+MAX_QUOTED = 100
+MAX_STATUS_MESSAGE = 600
+_LONG_QUOTE = re.compile(rf"""(['"])([^'"]{{{MAX_QUOTED}}})[^'"]{{3,}}\1""")
+
+
+def bounded(message: str) -> str:
+    """``message`` as a status carries it: long quoted values and long messages cut."""
+    message = _LONG_QUOTE.sub(r"\1\2...\1", message)
+    if len(message) <= MAX_STATUS_MESSAGE:
+        return message
+    return f"{message[: MAX_STATUS_MESSAGE - 20]}... ({len(message)} characters)"
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request whose bytes are not a valid message of the method's type."""
+
+    message_type: str
+    reason: str
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserialize``, returning :class:`_Undecodable` instead of raising (which gRPC would
+    report as UNKNOWN), so that the call is refused as INVALID_ARGUMENT."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # protobuf's DecodeError, or invalid UTF-8 in a string field
+            owner = getattr(deserialize, "__self__", None)
+            return _Undecodable(getattr(owner, "__name__", "request"), str(exc)[:100])
+
+    return parse
+
+
+def _decoded(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgumentError(
+            f"the request's bytes are not a valid {request.message_type} message ({request.reason})"
+        )
+    return request
 
 
 @asynccontextmanager
@@ -131,7 +181,7 @@ async def _observed(
     except SteerLabError as exc:
         status = status_code(exc)
         code = str(status.name)
-        await context.abort(status, str(exc))
+        await context.abort(status, bounded(str(exc)))
     except grpc.aio.AbortError:
         code = _context_code(context, default="UNKNOWN")
         raise

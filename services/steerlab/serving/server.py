@@ -21,7 +21,7 @@ from steerlab.auth.limits import KeyLimits
 from steerlab.auth.store import KeyStore
 from steerlab.steering.errors import UnavailableError
 
-from .auth import KeyInterceptor, Meter, TenantMetrics, TokenInterceptor
+from .auth import KeyChanges, KeyInterceptor, Meter, TenantMetrics, TokenInterceptor
 from .metrics import ObservingInterceptor, RpcMetrics, short_service_name
 from .settings import ServerSettings
 
@@ -105,6 +105,7 @@ class GrpcServer:
         elif self.settings.auth_mode == "keys" and self.keys is not None:
             if self._tenant_metrics is None:
                 self._tenant_metrics = TenantMetrics(self.metrics_registry)
+                self.metrics_registry.register(KeyChanges(self.keys))
             roles, metered = self._by_method(lambda s: s.roles), self._by_method(lambda s: s.metered)
             interceptors.append(KeyInterceptor(self.keys, roles, self.limits, metered, self._tenant_metrics))
         server = grpc.aio.server(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ from steerlab.auth import may_see
 from steerlab.steering.config import check_strength
 from steerlab.steering.datasets import Dimension
 from steerlab.steering.errors import FailedPreconditionError, InvalidArgumentError
-from steerlab.storage.requests import check_request_id
+from steerlab.storage.requests import MAX_PARENT_REQUEST_ID_LENGTH, check_request_id
 
 from . import calibrate
 from .catalog import DimensionCatalog
@@ -27,11 +28,19 @@ from .state import (
     PreferenceUpdate,
     Session,
     SteeringUsed,
+    StrengthChange,
     Turn,
 )
-from .store import SessionStore
+from .store import NewTurn, SessionStore
 
 MIN_LEARNING_RATE = 5.0
+MAX_MESSAGES_PER_EXCHANGE = 16
+READINGS_KEPT = 256
+
+
+def _derived(request_id: str, part: str) -> str:
+    """The request id of one of the turns an exchange records ("" without one)."""
+    return f"{request_id}:{part}" if request_id else ""
 
 
 class SessionManager:
@@ -51,6 +60,8 @@ class SessionManager:
         self.catalog = catalog
         self._interpreter = interpreter
         self._interpreter_lock = threading.Lock()
+        self._readings: OrderedDict[tuple[str, str, tuple[Dimension, ...]], Reading] = OrderedDict()
+        self._readings_lock = threading.Lock()
         self.default_learning_rate = default_learning_rate
 
     @property
@@ -146,23 +157,99 @@ class SessionManager:
             return self.store.append_turn(session_id, role, text, steering, request_id=request_id)
         if role != USER:
             raise InvalidArgumentError("a turn's role must be user or assistant")
-        reading = Reading(())
-        if self.store.get(session_id).mode == LEARN and text.strip():
-            # Reading is slow (an embedding model), so it runs before the session is locked. A
-            # reply is read against the answer it replies to ("the second one is more like it").
-            dimensions = list(self.catalog.dimensions().values())
-            reading = self.interpreter.interpret(text, dimensions, self.store.answer_text(session_id))
+        session = self.store.get(session_id)
+        turn = self._user_turn(session, text, self.store.answer_text(session_id), request_id)
+        turns, session = self.store.append_turns(session_id, [turn])
+        return turns[0], session
 
-        def learn(session: Session) -> tuple[Session, PreferenceUpdate | None]:
-            if session.mode != LEARN:
-                return session, None
-            strengths, update = apply_signals(session.strengths, reading, session.learning_rate)
-            return replace(session, strengths=strengths), update
+    def preview_exchange(
+        self, session_id: str, user_texts: Sequence[str]
+    ) -> tuple[Session, list[Turn], PreferenceUpdate]:
+        """The session, its turns, and its strengths as LEARN would leave them after
+        ``user_texts``, with what LEARN would change; nothing is written."""
+        self._check_exchange_texts(user_texts)
+        session, turns = self.store.get(session_id), self.store.turns(session_id)
+        answer = next((t.text for t in reversed(turns) if t.role == ASSISTANT), "")
+        changes: list[StrengthChange] = []
+        summaries: list[str] = []
+        for text in user_texts:
+            change = self._user_turn(session, text, answer).change
+            if change is None:
+                continue
+            session, update = change(session)
+            if update is not None:
+                changes.extend(update.changes)
+                summaries.append(update.summary)
+        return session, turns, PreferenceUpdate(tuple(changes), " ".join(summaries))
 
-        return self.store.append_turn(session_id, role, text, (), learn, request_id=request_id)
+    def record_exchange(
+        self,
+        session_id: str,
+        user_texts: Sequence[str],
+        answer: str,
+        steering: Sequence[SteeringUsed],
+        expected_turn_count: int | None = None,
+        request_id: str = "",
+    ) -> tuple[tuple[Turn, ...], Session]:
+        """Record the user's message(s) and the complete answer as one unit (LEARN's update with
+        them), or nothing; ABORTED if the session gained turns since ``expected_turn_count``."""
+        self._check_exchange_texts(user_texts)
+        check_request_id(request_id, MAX_PARENT_REQUEST_ID_LENGTH)
+        self._check_steering(steering)
+        session = self.store.get(session_id)
+        last_answer = self.store.answer_text(session_id)
+        new = [
+            self._user_turn(session, text, last_answer, _derived(request_id, f"user:{number}"))
+            for number, text in enumerate(user_texts)
+        ]
+        new.append(NewTurn(ASSISTANT, answer, tuple(steering), request_id=_derived(request_id, "assistant")))
+        return self.store.append_turns(session_id, new, expected_turn_count)
+
+    @staticmethod
+    def _check_exchange_texts(user_texts: Sequence[str]) -> None:
+        if not user_texts:
+            raise InvalidArgumentError("an exchange needs the user's message (user_texts)")
+        if len(user_texts) > MAX_MESSAGES_PER_EXCHANGE:
+            raise InvalidArgumentError(
+                f"{len(user_texts)} user messages in one exchange; the limit is {MAX_MESSAGES_PER_EXCHANGE}"
+            )
+
+    def _user_turn(self, session: Session, text: str, answer: str, request_id: str = "") -> NewTurn:
+        """A user turn, with LEARN's change when the session learns. Reading is slow (an
+        embedding model), so it runs here, before the session is locked; a reply is read
+        against the answer it replies to ("the second one is more like it")."""
+        if session.mode != LEARN or not text.strip():
+            return NewTurn(USER, text, request_id=request_id)
+        reading = self._reading(text, answer)
+
+        def learn(current: Session) -> tuple[Session, PreferenceUpdate | None]:
+            if current.mode != LEARN:
+                return current, None
+            strengths, update = apply_signals(current.strengths, reading, current.learning_rate)
+            return replace(current, strengths=strengths), update
+
+        return NewTurn(USER, text, change=learn, request_id=request_id)
+
+    def _reading(self, text: str, answer: str) -> Reading:
+        """LEARN's reading of ``text``; a preview and the record of the same message read once."""
+        dimensions = tuple(self.catalog.dimensions().values())
+        key = (text, answer, dimensions)
+        with self._readings_lock:
+            if key in self._readings:
+                self._readings.move_to_end(key)
+                return self._readings[key]
+        reading = self.interpreter.interpret(text, list(dimensions), answer)
+        with self._readings_lock:
+            self._readings[key] = reading
+            while len(self._readings) > READINGS_KEPT:
+                self._readings.popitem(last=False)
+        return reading
 
     def _check_steering(self, steering: Sequence[SteeringUsed]) -> None:
-        self._known([s.dimension for s in steering])
+        names = [s.dimension for s in steering]
+        if len(set(names)) != len(names):
+            raise InvalidArgumentError("a turn records each dimension's steering once; the list repeats one")
+        self._known(names)
         for used in steering:
             check_strength(used.dimension, used.strength)
             if used.vector_set_version < 1:

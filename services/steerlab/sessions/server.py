@@ -17,14 +17,14 @@ from .catalog import DimensionCatalog, RegistryCatalog, StaticCatalog
 from .learn import FeedbackInterpreter, LearnMethod, make_interpreter
 from .manager import SessionManager
 from .service import AUDITED, SERVICE_NAME, SessionServicer
-from .store import SessionStore
+from .store import DEFAULT_MAX_HISTORY_CHARACTERS, DEFAULT_MAX_TURNS, SessionLimits, SessionStore
 
 log = logging.getLogger(__name__)
 
 
 class SessionSettings(SteerLabSettings):
     """``steerlab sessions serve``: ``STEERLAB_DATABASE_URL``, ``STEERLAB_REGISTRY``,
-    ``STEERLAB_LEARN_METHOD`` and ``STEERLAB_SESSIONS_*``."""
+    ``STEERLAB_LEARN_METHOD``, ``STEERLAB_SESSION_MAX_*`` and ``STEERLAB_SESSIONS_*``."""
 
     service: ClassVar[str] = "sessions"
 
@@ -32,6 +32,9 @@ class SessionSettings(SteerLabSettings):
     # The registry whose dimensions sessions may use; empty: the five built-in dimensions.
     registry: str = ""
     learn_method: LearnMethod = "intent"
+    # What one session may hold; a full session refuses new turns (the user starts another).
+    session_max_turns: int = Field(default=DEFAULT_MAX_TURNS, ge=2)
+    session_max_history_characters: int = Field(default=DEFAULT_MAX_HISTORY_CHARACTERS, ge=1)
     server: ServerSettings = Field(default_factory=ServerSettings)
 
 
@@ -72,4 +75,5 @@ def open_session_manager(
             interpreter.warm_up(list(catalog.dimensions().values()))
         except UnavailableError as exc:
             log.warning("LEARN warm-up skipped: %s", exc)
-    return SessionManager(SessionStore(open_database(settings.database_url)), catalog, interpreter)
+    limits = SessionLimits(settings.session_max_turns, settings.session_max_history_characters)
+    return SessionManager(SessionStore(open_database(settings.database_url), limits), catalog, interpreter)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
 
 from steerlab.auth import current_principal
-from steerlab.serving.messages import timestamp
-from steerlab.steering.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from steerlab.serving.messages import enum_choice, timestamp
+from steerlab.steering.errors import NotFoundError, PermissionDeniedError
 from steerlab_api.v1 import sessions_pb2 as pb
 from steerlab_api.v1 import sessions_pb2_grpc
 
@@ -40,6 +40,7 @@ AUDITED = frozenset(
         "DeleteSession",
         "UpdatePreferences",
         "AppendTurn",
+        "RecordExchange",
         "SubmitFeedback",
         "StartCalibration",
         "ChooseComparison",
@@ -59,10 +60,13 @@ RATING_VALUES = {name: value for value, name in RATINGS.items()}
 SIDES = {pb.SIDE_LEFT: calibrate.LEFT, pb.SIDE_RIGHT: calibrate.RIGHT}
 
 
-def _enum(mapping: Mapping[Any, str], value: int, what: str) -> str:
-    if value not in mapping:
-        raise InvalidArgumentError(f"{what} must be one of {', '.join(mapping.values())}")
-    return mapping[value]
+def _mode(value: int) -> str | None:
+    """The mode a request names; None when it leaves it unspecified."""
+    return None if value == pb.INTERFACE_MODE_UNSPECIFIED else enum_choice(MODES, value, "mode")
+
+
+def _steering(steering: Iterable[pb.SteeringUsed]) -> list[SteeringUsed]:
+    return [SteeringUsed(s.dimension, s.vector_set_version, s.model_digest, s.strength) for s in steering]
 
 
 def change_to_proto(change: StrengthChange) -> pb.StrengthChange:
@@ -165,7 +169,11 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             raise NotFoundError(f"no session {session_id!r}")
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext) -> Any:
-        mode = SELECT if request.mode == pb.INTERFACE_MODE_UNSPECIFIED else _enum(MODES, request.mode, "mode")
+        mode = (
+            SELECT
+            if request.mode == pb.INTERFACE_MODE_UNSPECIFIED
+            else enum_choice(MODES, request.mode, "mode")
+        )
         tenant, user_id = acting_for(request.tenant, request.user_id)
         session = await asyncio.to_thread(
             self.manager.create,
@@ -212,7 +220,11 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def UpdatePreferences(
         self, request: pb.UpdatePreferencesRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        mode = None if request.mode == pb.INTERFACE_MODE_UNSPECIFIED else _enum(MODES, request.mode, "mode")
+        mode = (
+            None
+            if request.mode == pb.INTERFACE_MODE_UNSPECIFIED
+            else enum_choice(MODES, request.mode, "mode")
+        )
         await asyncio.to_thread(self._owned, request.session_id)
         session = await asyncio.to_thread(
             self.manager.select, request.session_id, dict(request.strengths), mode, request.expected_revision
@@ -220,21 +232,53 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         return pb.UpdatePreferencesResponse(session=session_to_proto(session))
 
     async def AppendTurn(self, request: pb.AppendTurnRequest, context: grpc.aio.ServicerContext) -> Any:
-        role = _enum(ROLES, request.role, "role")
-        steering = [
-            SteeringUsed(s.dimension, s.vector_set_version, s.model_digest, s.strength)
-            for s in request.steering
-        ]
+        role = enum_choice(ROLES, request.role, "role")
         await asyncio.to_thread(self._owned, request.session_id)
         turn, session = await asyncio.to_thread(
-            self.manager.append_turn, request.session_id, role, request.text, steering, request.request_id
+            self.manager.append_turn,
+            request.session_id,
+            role,
+            request.text,
+            _steering(request.steering),
+            request.request_id,
         )
         return pb.AppendTurnResponse(turn=turn_to_proto(turn), session=session_to_proto(session))
+
+    async def PreviewExchange(
+        self, request: pb.PreviewExchangeRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        def preview() -> pb.PreviewExchangeResponse:
+            self._owned(request.session_id)
+            session, turns, update = self.manager.preview_exchange(
+                request.session_id, list(request.user_texts)
+            )
+            return pb.PreviewExchangeResponse(
+                session=session_to_proto(session, turns), update=update_to_proto(update)
+            )
+
+        return await asyncio.to_thread(preview)
+
+    async def RecordExchange(
+        self, request: pb.RecordExchangeRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        await asyncio.to_thread(self._owned, request.session_id)
+        turns, session = await asyncio.to_thread(
+            self.manager.record_exchange,
+            request.session_id,
+            list(request.user_texts),
+            request.answer,
+            _steering(request.steering),
+            request.expected_turn_count if request.HasField("expected_turn_count") else None,
+            request.request_id,
+        )
+        return pb.RecordExchangeResponse(
+            turns=[turn_to_proto(t) for t in turns], session=session_to_proto(session)
+        )
 
     async def SubmitFeedback(
         self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        rating = _enum(RATINGS, request.rating, "rating")
+        rating = enum_choice(RATINGS, request.rating, "rating")
         await asyncio.to_thread(self._owned, request.session_id)
         session, update = await asyncio.to_thread(
             self.manager.feedback, request.session_id, request.turn_index, rating, request.comment
@@ -257,7 +301,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def ChooseComparison(
         self, request: pb.ChooseComparisonRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        side = _enum(SIDES, request.choice, "choice")
+        side = enum_choice(SIDES, request.choice, "choice")
         await asyncio.to_thread(self._owned, request.session_id)
         session = await asyncio.to_thread(
             self.manager.choose,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -37,6 +37,8 @@ from .state import (
 )
 
 MAX_TURN_CHARACTERS = 32_000
+DEFAULT_MAX_TURNS = 1_000
+DEFAULT_MAX_HISTORY_CHARACTERS = 1_000_000
 _Result = TypeVar("_Result")
 _SESSION_COLUMNS = (
     "seq, id, tenant, user_id, model, mode, strengths, learning_rate, calibration, revision, turn_count,"
@@ -45,9 +47,32 @@ _SESSION_COLUMNS = (
 _TURN_COLUMNS = "idx, role, text, steering, rating, preference_update, created_at"
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """How much one session may hold. A session at a limit refuses new turns (FAILED_PRECONDITION,
+    naming the limit) rather than forgetting old ones: the user starts a new session. The
+    defaults keep a whole session, turns included, well inside one gRPC message."""
+
+    max_turns: int = DEFAULT_MAX_TURNS
+    max_history_characters: int = DEFAULT_MAX_HISTORY_CHARACTERS
+
+
+@dataclass(frozen=True)
+class NewTurn:
+    """A turn to append: its text, the steering that produced it (assistant turns) and the
+    session change it causes (LEARN, for user turns)."""
+
+    role: str
+    text: str
+    steering: tuple[SteeringUsed, ...] = ()
+    change: Callable[[Session], tuple[Session, PreferenceUpdate | None]] | None = None
+    request_id: str = ""
+
+
 class SessionStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, limits: SessionLimits | None = None) -> None:
         self.database = database
+        self.limits = limits or SessionLimits()
         migrate(database, COMPONENT, MIGRATIONS)
 
     def close(self) -> None:
@@ -199,44 +224,114 @@ class SessionStore:
         appending again with the same key returns the turn the first call added, and the session
         as it is now, without adding a turn or applying ``change`` again.
         """
-        check_request_id(request_id)
-        if not text.strip():
-            raise InvalidArgumentError("a turn needs text")
-        if len(text) > MAX_TURN_CHARACTERS:
-            raise InvalidArgumentError(
-                f"a turn is limited to {MAX_TURN_CHARACTERS} characters, got {len(text)}"
-            )
-        if role == USER and steering:
-            raise InvalidArgumentError("only assistant turns record the steering that produced them")
+        turns, session = self.append_turns(
+            session_id, [NewTurn(role, text, tuple(steering), change, request_id)]
+        )
+        return turns[-1], session
+
+    def append_turns(
+        self, session_id: str, new: Sequence[NewTurn], expected_turn_count: int | None = None
+    ) -> tuple[tuple[Turn, ...], Session]:
+        """Add ``new`` turns in order, all or none, in one transaction under the session's lock.
+
+        With ``expected_turn_count``, a session that has other turns by now is refused (ABORTED),
+        so that an answer is never stored after turns it did not see. If the last new turn's
+        request id was recorded before (a retry), the turns recorded then are returned instead.
+        """
+        for turn in new:
+            self._check_turn(turn)
         now = datetime.now(UTC)
         with self.database.transaction(write=True) as cursor:
             session = self._lock(cursor, session_id)
-            if request_id:
-                cursor.execute(
-                    f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = %s AND request_id = %s",
-                    (session_id, request_id),
+            earlier = self._recorded(cursor, session_id, [t.request_id for t in new])
+            if earlier is not None:
+                return earlier, session
+            if expected_turn_count is not None and session.turn_count != expected_turn_count:
+                raise AbortedError(
+                    f"session {session_id} has {session.turn_count} turns, not the "
+                    f"{expected_turn_count} this answer was generated from (another message came "
+                    "in meanwhile); nothing was recorded; ask again"
                 )
-                appended = cursor.fetchone()
-                if appended is not None:
-                    return self._turn(appended), session
-            changed, update = change(session) if change else (session, None)
-            turn = Turn(session.turn_count + 1, role, text, now, tuple(steering), None, update)
-            cursor.execute(
-                f"INSERT INTO turns (session_id, {_TURN_COLUMNS}, request_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    session_id,
-                    turn.index,
-                    role,
-                    text,
-                    json.dumps([vars(s) for s in turn.steering]),
-                    None,
-                    json.dumps(update.to_dict()) if update else None,
-                    self.database.encode_time(now),
-                    request_id or None,
-                ),
+            self._check_room(cursor, session, new)
+            turns: tuple[Turn, ...] = ()
+            for turn in new:
+                changed, update = turn.change(session) if turn.change else (session, None)
+                stored = Turn(session.turn_count + 1, turn.role, turn.text, now, turn.steering, None, update)
+                self._insert_turn(cursor, session_id, stored, turn.request_id)
+                session = replace(changed, turn_count=stored.index)
+                turns = (*turns, stored)
+            return turns, self._write(cursor, session, turn_count=session.turn_count)
+
+    @staticmethod
+    def _check_turn(turn: NewTurn) -> None:
+        check_request_id(turn.request_id)
+        if not turn.text.strip():
+            raise InvalidArgumentError("a turn needs text")
+        if len(turn.text) > MAX_TURN_CHARACTERS:
+            raise InvalidArgumentError(
+                f"a turn is limited to {MAX_TURN_CHARACTERS} characters, got {len(turn.text)}"
             )
-            return turn, self._write(cursor, changed, turn_count=turn.index)
+        if turn.role == USER and turn.steering:
+            raise InvalidArgumentError("only assistant turns record the steering that produced them")
+
+    def _recorded(
+        self, cursor: Cursor, session_id: str, request_ids: Sequence[str]
+    ) -> tuple[Turn, ...] | None:
+        """The turns recorded earlier under these request ids, if the last one was (a retry)."""
+        if not request_ids or not request_ids[-1]:
+            return None
+        cursor.execute(
+            f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = %s AND request_id = %s",
+            (session_id, request_ids[-1]),
+        )
+        last = cursor.fetchone()
+        if last is None:
+            return None
+        turns: tuple[Turn, ...] = ()
+        for request_id in request_ids[:-1]:
+            cursor.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = %s AND request_id = %s",
+                (session_id, request_id),
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                turns = (*turns, self._turn(row))
+        return (*turns, self._turn(last))
+
+    def _check_room(self, cursor: Cursor, session: Session, new: Sequence[NewTurn]) -> None:
+        limits = self.limits
+        if session.turn_count + len(new) > limits.max_turns:
+            raise FailedPreconditionError(
+                f"session {session.id} holds {session.turn_count} turns, the most a session may hold is "
+                f"{limits.max_turns} (STEERLAB_SESSION_MAX_TURNS); start a new session"
+            )
+        cursor.execute(
+            "SELECT COALESCE(SUM(LENGTH(text)), 0) FROM turns WHERE session_id = %s", (session.id,)
+        )
+        held = int(cursor.fetchone()[0]) + sum(len(t.text) for t in new)
+        if held > limits.max_history_characters:
+            raise FailedPreconditionError(
+                f"session {session.id} would hold {held} characters of conversation, the most a session "
+                f"may hold is {limits.max_history_characters} (STEERLAB_SESSION_MAX_HISTORY_CHARACTERS); "
+                "start a new session"
+            )
+
+    def _insert_turn(self, cursor: Cursor, session_id: str, turn: Turn, request_id: str) -> None:
+        cursor.execute(
+            f"INSERT INTO turns (session_id, {_TURN_COLUMNS}, request_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                session_id,
+                turn.index,
+                turn.role,
+                turn.text,
+                json.dumps([vars(s) for s in turn.steering]),
+                None,
+                json.dumps(turn.update.to_dict()) if turn.update else None,
+                self.database.encode_time(turn.created_at),
+                request_id or None,
+            ),
+        )
 
     def rate_turn(
         self,

@@ -14,6 +14,9 @@ METHODS = ("logistic", "mean-diff", "pca")  # how a layer's direction is fitted 
 SITES = ("norm", "residual")  # where a direction is read and added (see sites)
 TOKEN_SELECTIONS = ("first", "last", "mean")  # which completion tokens an example contributes
 MAX_PERCENT = 100.0  # a strength is percent of a vector set's functional range
+MAX_TEMPERATURE = 2.0  # sampling temperature, as the OpenAI API bounds it
+# The functional range's perplexity bound: past 10x the unsteered perplexity text is not fluent.
+MAX_PERPLEXITY_BOUND = 10.0
 
 
 def check_strength(name: str, percent: float, max_percent: float = MAX_PERCENT) -> float:
@@ -37,8 +40,8 @@ class Sampling:
     seed: int | None = None
 
     def validate(self) -> None:
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise SteeringError(f"temperature must be >= 0, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE):
+            raise SteeringError(f"temperature must be within 0..{MAX_TEMPERATURE:g}, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise SteeringError(f"top-p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
@@ -80,5 +83,10 @@ class ExtractionConfig:
             raise ExtractionError(f"top-k must be between 1 and {num_layers}, got {self.top_k}")
         if self.folds < 2 or not 0 < self.range_fraction < 0.5:
             raise ExtractionError("folds must be >= 2 and range_fraction between 0 and 0.5")
-        if self.num_tokens < 1 or self.score_tokens < 1 or self.perplexity_bound <= 1:
-            raise ExtractionError("num_tokens and score_tokens must be >= 1, perplexity_bound > 1")
+        if self.num_tokens < 1 or self.score_tokens < 1:
+            raise ExtractionError("num_tokens and score_tokens must be >= 1")
+        if not (math.isfinite(self.perplexity_bound) and 1 < self.perplexity_bound <= MAX_PERPLEXITY_BOUND):
+            bound = self.perplexity_bound
+            raise ExtractionError(
+                f"perplexity_bound must be above 1 and at most {MAX_PERPLEXITY_BOUND:g}, got {bound}"
+            )

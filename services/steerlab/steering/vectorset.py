@@ -29,6 +29,10 @@ from .models import ModelFingerprint
 FORMAT_VERSION = 1
 _METADATA_KEY = "steerlab"
 _UNIT_TOLERANCE = 1e-3
+# alpha_max is in units of the site's activations, whose norms are well below this for every
+# model SteerLab runs (the built-in sets are 0.3 to 0.5 on SmolLM2); beyond it, a set would
+# only turn answers into noise or overflow, so it is refused as corrupt.
+MAX_ALPHA_MAX = 1000.0
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,10 @@ class VectorSet:
             raise VectorSetError(
                 f"selected layers {list(selected)} must be distinct and within 0..{layers - 1}"
             )
-        if not (math.isfinite(self.alpha_max) and self.alpha_max > 0):
-            raise VectorSetError(f"alpha_max must be a positive finite number, got {self.alpha_max}")
+        if not (math.isfinite(self.alpha_max) and 0 < self.alpha_max <= MAX_ALPHA_MAX):
+            raise VectorSetError(
+                f"alpha_max must be above 0 and at most {MAX_ALPHA_MAX:g}, got {self.alpha_max}"
+            )
         if self.site not in SITES:
             raise VectorSetError(f"unknown activation site {self.site!r}")
 
@@ -195,9 +201,11 @@ class VectorSet:
         if raw is None or "directions" not in tensors:
             raise VectorSetError(f"{source} is not a SteerLab vector set (no steerlab metadata)")
         try:
-            metadata = json.loads(raw)
+            metadata = json.loads(raw, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise VectorSetError(f"{source}: metadata is not valid JSON") from exc
+        except ValueError as exc:
+            raise VectorSetError(f"{source}: metadata holds {exc}, which JSON does not allow") from exc
         return cls.from_parts(tensors["directions"], metadata)
 
     @classmethod
@@ -220,3 +228,9 @@ def _safetensors_header(data: bytes) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise ValueError("header is not a JSON object")
     return header
+
+
+def _no_constant(name: str) -> Any:
+    """Python's JSON reader accepts NaN and Infinity; a vector set's metadata must not hold them
+    (other languages' readers refuse the file)."""
+    raise ValueError(name)

@@ -100,7 +100,7 @@ class PostgresDatabase(Database):
     def transaction(self, write: bool = False) -> Iterator[Cursor]:
         try:
             with self._pool.connection() as connection, connection.cursor() as cursor:
-                yield cursor
+                yield _PostgresCursor(cursor)
         except psycopg.errors.UniqueViolation as exc:
             raise UniqueViolation(str(exc)) from exc
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
@@ -120,6 +120,36 @@ class PostgresDatabase(Database):
         self._pool.close()
 
 
+def checked_params(params: Sequence[Any]) -> tuple[Any, ...]:
+    """``params`` if both backends store them alike: PostgreSQL refuses a NUL character in text
+    that SQLite keeps, and SQLite overflows on an integer beyond 64 bits that PostgreSQL takes;
+    both are refused here, the same way on either backend."""
+    for value in params:
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidArgumentError(
+                "a text value contains a NUL character (\\x00), which SteerLab does not store"
+            )
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise InvalidArgumentError(f"the number {str(value)[:30]}... is outside the 64-bit range")
+    return tuple(params)
+
+
+class _PostgresCursor:
+    """Checks parameters as SQLite's cursor does (:func:`checked_params`)."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self._cursor = cursor
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(query, checked_params(params))
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+
 class _SqliteCursor:
     """Translates ``%s`` placeholders to SQLite's ``?``."""
 
@@ -127,7 +157,7 @@ class _SqliteCursor:
         self._cursor = cursor
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> Any:
-        return self._cursor.execute(query.replace("%s", "?"), tuple(params))
+        return self._cursor.execute(query.replace("%s", "?"), checked_params(params))
 
     def fetchone(self) -> Any:
         return self._cursor.fetchone()

@@ -28,7 +28,7 @@ def decode_page_token(token: str) -> int | None:
         return None
     try:
         prefix, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if prefix == "after":
+        if prefix == "after" and value.isdigit() and int(value) < 2**63:
             return int(value)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass

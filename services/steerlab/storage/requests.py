@@ -10,6 +10,8 @@ the first call made instead of doing it again.
 from steerlab.steering.errors import InvalidArgumentError
 
 MAX_REQUEST_ID_LENGTH = 128
+# A request that records several rows derives their ids from its own (":user:0", ":assistant").
+MAX_PARENT_REQUEST_ID_LENGTH = MAX_REQUEST_ID_LENGTH - 16
 MAX_ID_LENGTH = 200
 
 

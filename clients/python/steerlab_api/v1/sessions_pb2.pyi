@@ -732,6 +732,132 @@ class AppendTurnResponse(_message.Message):
 Global___AppendTurnResponse: _TypeAlias = AppendTurnResponse  # noqa: Y015
 
 @_typing.final
+class PreviewExchangeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    USER_TEXTS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    @_builtins.property
+    def user_texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The user's new message(s), oldest first."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        user_texts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "user_texts", b"user_texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewExchangeRequest: _TypeAlias = PreviewExchangeRequest  # noqa: Y015
+
+@_typing.final
+class PreviewExchangeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___Session:
+        """With its turns; strengths as LEARN would leave them after the new message(s). Its
+        turn_count is the expected_turn_count to record the exchange with.
+        """
+
+    @_builtins.property
+    def update(self) -> Global___PreferenceUpdate:
+        """What LEARN would change (empty outside LEARN mode)."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___Session | None = ...,
+        update: Global___PreferenceUpdate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewExchangeResponse: _TypeAlias = PreviewExchangeResponse  # noqa: Y015
+
+@_typing.final
+class RecordExchangeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    USER_TEXTS_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    STEERING_FIELD_NUMBER: _builtins.int
+    EXPECTED_TURN_COUNT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    answer: _builtins.str
+    """The complete answer."""
+    expected_turn_count: _builtins.int
+    """The session's turn_count the answer was generated from: if it has other turns now, the
+    exchange is refused with ABORTED and nothing is recorded. Unset: no check.
+    """
+    request_id: _builtins.str
+    """An idempotency key (at most 112 printable characters): a repeated request returns the turns
+    the first one recorded.
+    """
+    @_builtins.property
+    def user_texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def steering(self) -> _containers.RepeatedCompositeFieldContainer[Global___SteeringUsed]: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        user_texts: _abc.Iterable[_builtins.str] | None = ...,
+        answer: _builtins.str = ...,
+        steering: _abc.Iterable[Global___SteeringUsed] | None = ...,
+        expected_turn_count: _builtins.int | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_turn_count", b"_expected_turn_count", "expected_turn_count", b"expected_turn_count"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_turn_count", b"_expected_turn_count", "answer", b"answer", "expected_turn_count", b"expected_turn_count", "request_id", b"request_id", "session_id", b"session_id", "steering", b"steering", "user_texts", b"user_texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expected_turn_count: _TypeAlias = _typing.Literal["expected_turn_count"]  # noqa: Y015
+    _WhichOneofArgType__expected_turn_count: _TypeAlias = _typing.Literal["_expected_turn_count", b"_expected_turn_count"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_turn_count) -> _WhichOneofReturnType__expected_turn_count | None: ...
+
+Global___RecordExchangeRequest: _TypeAlias = RecordExchangeRequest  # noqa: Y015
+
+@_typing.final
+class RecordExchangeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURNS_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def turns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Turn]:
+        """The user turn(s), then the answer."""
+
+    @_builtins.property
+    def session(self) -> Global___Session: ...
+    def __init__(
+        self,
+        *,
+        turns: _abc.Iterable[Global___Turn] | None = ...,
+        session: Global___Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "turns", b"turns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordExchangeResponse: _TypeAlias = RecordExchangeResponse  # noqa: Y015
+
+@_typing.final
 class SubmitFeedbackRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -64,6 +64,16 @@ class SessionServiceStub:
                 request_serializer=steerlab_dot_v1_dot_sessions__pb2.AppendTurnRequest.SerializeToString,
                 response_deserializer=steerlab_dot_v1_dot_sessions__pb2.AppendTurnResponse.FromString,
                 _registered_method=True)
+        self.PreviewExchange = channel.unary_unary(
+                '/steerlab.v1.SessionService/PreviewExchange',
+                request_serializer=steerlab_dot_v1_dot_sessions__pb2.PreviewExchangeRequest.SerializeToString,
+                response_deserializer=steerlab_dot_v1_dot_sessions__pb2.PreviewExchangeResponse.FromString,
+                _registered_method=True)
+        self.RecordExchange = channel.unary_unary(
+                '/steerlab.v1.SessionService/RecordExchange',
+                request_serializer=steerlab_dot_v1_dot_sessions__pb2.RecordExchangeRequest.SerializeToString,
+                response_deserializer=steerlab_dot_v1_dot_sessions__pb2.RecordExchangeResponse.FromString,
+                _registered_method=True)
         self.SubmitFeedback = channel.unary_unary(
                 '/steerlab.v1.SessionService/SubmitFeedback',
                 request_serializer=steerlab_dot_v1_dot_sessions__pb2.SubmitFeedbackRequest.SerializeToString,
@@ -127,6 +137,22 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewExchange(self, request, context):
+        """An answer in two steps, so that a session records a message only with its answer:
+        PreviewExchange reads the session as it would be with the user's new message(s) (LEARN's
+        update applied) and writes nothing; RecordExchange, once the answer is complete, records the
+        message(s) and the answer together, or nothing (ABORTED if other turns came in between).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordExchange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitFeedback(self, request, context):
         """Thumbs up or down on an assistant turn, with an optional comment (LEARN).
         """
@@ -186,6 +212,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.AppendTurn,
                     request_deserializer=steerlab_dot_v1_dot_sessions__pb2.AppendTurnRequest.FromString,
                     response_serializer=steerlab_dot_v1_dot_sessions__pb2.AppendTurnResponse.SerializeToString,
+            ),
+            'PreviewExchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewExchange,
+                    request_deserializer=steerlab_dot_v1_dot_sessions__pb2.PreviewExchangeRequest.FromString,
+                    response_serializer=steerlab_dot_v1_dot_sessions__pb2.PreviewExchangeResponse.SerializeToString,
+            ),
+            'RecordExchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordExchange,
+                    request_deserializer=steerlab_dot_v1_dot_sessions__pb2.RecordExchangeRequest.FromString,
+                    response_serializer=steerlab_dot_v1_dot_sessions__pb2.RecordExchangeResponse.SerializeToString,
             ),
             'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitFeedback,
@@ -370,6 +406,60 @@ class SessionService:
             '/steerlab.v1.SessionService/AppendTurn',
             steerlab_dot_v1_dot_sessions__pb2.AppendTurnRequest.SerializeToString,
             steerlab_dot_v1_dot_sessions__pb2.AppendTurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewExchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steerlab.v1.SessionService/PreviewExchange',
+            steerlab_dot_v1_dot_sessions__pb2.PreviewExchangeRequest.SerializeToString,
+            steerlab_dot_v1_dot_sessions__pb2.PreviewExchangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordExchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steerlab.v1.SessionService/RecordExchange',
+            steerlab_dot_v1_dot_sessions__pb2.RecordExchangeRequest.SerializeToString,
+            steerlab_dot_v1_dot_sessions__pb2.RecordExchangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,13 @@ class SessionServiceStub:
     """SELECT: set any subset of strengths (and optionally the mode)."""
     AppendTurn: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.AppendTurnRequest, _sessions_pb2.AppendTurnResponse]
     """Records a turn. In LEARN mode a user turn also updates the strengths, with reasons."""
+    PreviewExchange: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.PreviewExchangeRequest, _sessions_pb2.PreviewExchangeResponse]
+    """An answer in two steps, so that a session records a message only with its answer:
+    PreviewExchange reads the session as it would be with the user's new message(s) (LEARN's
+    update applied) and writes nothing; RecordExchange, once the answer is complete, records the
+    message(s) and the answer together, or nothing (ABORTED if other turns came in between).
+    """
+    RecordExchange: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.RecordExchangeRequest, _sessions_pb2.RecordExchangeResponse]
     SubmitFeedback: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.SubmitFeedbackRequest, _sessions_pb2.SubmitFeedbackResponse]
     """Thumbs up or down on an assistant turn, with an optional comment (LEARN)."""
     StartCalibration: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.StartCalibrationRequest, _sessions_pb2.StartCalibrationResponse]
@@ -60,6 +67,13 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """SELECT: set any subset of strengths (and optionally the mode)."""
     AppendTurn: _aio.UnaryUnaryMultiCallable[_sessions_pb2.AppendTurnRequest, _sessions_pb2.AppendTurnResponse]  # type: ignore[assignment]
     """Records a turn. In LEARN mode a user turn also updates the strengths, with reasons."""
+    PreviewExchange: _aio.UnaryUnaryMultiCallable[_sessions_pb2.PreviewExchangeRequest, _sessions_pb2.PreviewExchangeResponse]  # type: ignore[assignment]
+    """An answer in two steps, so that a session records a message only with its answer:
+    PreviewExchange reads the session as it would be with the user's new message(s) (LEARN's
+    update applied) and writes nothing; RecordExchange, once the answer is complete, records the
+    message(s) and the answer together, or nothing (ABORTED if other turns came in between).
+    """
+    RecordExchange: _aio.UnaryUnaryMultiCallable[_sessions_pb2.RecordExchangeRequest, _sessions_pb2.RecordExchangeResponse]  # type: ignore[assignment]
     SubmitFeedback: _aio.UnaryUnaryMultiCallable[_sessions_pb2.SubmitFeedbackRequest, _sessions_pb2.SubmitFeedbackResponse]  # type: ignore[assignment]
     """Thumbs up or down on an assistant turn, with an optional comment (LEARN)."""
     StartCalibration: _aio.UnaryUnaryMultiCallable[_sessions_pb2.StartCalibrationRequest, _sessions_pb2.StartCalibrationResponse]  # type: ignore[assignment]
@@ -112,6 +126,25 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sessions_pb2.AppendTurnResponse, _abc.Awaitable[_sessions_pb2.AppendTurnResponse]]:
         """Records a turn. In LEARN mode a user turn also updates the strengths, with reasons."""
+
+    @_abc_1.abstractmethod
+    def PreviewExchange(
+        self,
+        request: _sessions_pb2.PreviewExchangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.PreviewExchangeResponse, _abc.Awaitable[_sessions_pb2.PreviewExchangeResponse]]:
+        """An answer in two steps, so that a session records a message only with its answer:
+        PreviewExchange reads the session as it would be with the user's new message(s) (LEARN's
+        update applied) and writes nothing; RecordExchange, once the answer is complete, records the
+        message(s) and the answer together, or nothing (ABORTED if other turns came in between).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordExchange(
+        self,
+        request: _sessions_pb2.RecordExchangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.RecordExchangeResponse, _abc.Awaitable[_sessions_pb2.RecordExchangeResponse]]: ...
 
     @_abc_1.abstractmethod
     def SubmitFeedback(

@@ -281,7 +281,7 @@ class InferenceEngine:
         with self._work:
             if self._stopping or not self._running:
                 raise UnavailableError("the inference engine is not running")
-            if len(self._waiting) >= self.settings.max_queue:
+            if self._full():
                 raise self._queue_full()
             self._waiting.append(handle)
             self.metrics.queued(len(self._waiting))
@@ -334,8 +334,14 @@ class InferenceEngine:
             raise InvalidArgumentError(
                 f"at most {MAX_STOP_STRINGS} stop strings, each 1 to {MAX_STOP_LENGTH} characters"
             )
-        if len(self._waiting) >= self.settings.max_queue:
+        if self._full():
             raise self._queue_full()
+
+    def _full(self) -> bool:
+        """Whether ``max_queue`` requests wait beyond the free batch slots: a burst that arrives
+        before the loop admits its first rows fills the batch, then the queue."""
+        free_slots = max(0, self.settings.max_batch - len(self._rows))
+        return len(self._waiting) >= self.settings.max_queue + free_slots
 
     def _queue_full(self) -> ResourceExhaustedError:
         return ResourceExhaustedError(
