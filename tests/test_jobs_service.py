@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -229,6 +230,10 @@ def test_bad_requests_are_refused_and_failed_jobs_say_why(
     with pytest.raises(ClientError) as bad_method:
         client.submit_extraction(str(tiny_model_dir), dimension="cost", method="astrology")
     assert bad_method.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    overflowing = base64.urlsafe_b64encode(b"after:99999999999999999999999999").decode()
+    with pytest.raises(ClientError, match="invalid page_token") as bad_token:
+        client._call(client._stub.ListJobs, pb.ListJobsRequest(page_token=overflowing))
+    assert bad_token.value.code == grpc.StatusCode.INVALID_ARGUMENT
     for bound in (math.nan, math.inf, 1e300, 1.0):
         with pytest.raises(ClientError, match="perplexity_bound must be above 1 and at most 10") as poison:
             client.submit_extraction(str(tiny_model_dir), dimension="cost", perplexity_bound=bound)

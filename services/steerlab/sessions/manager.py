@@ -213,6 +213,8 @@ class SessionManager:
             raise InvalidArgumentError(
                 f"{len(user_texts)} user messages in one exchange; the limit is {MAX_MESSAGES_PER_EXCHANGE}"
             )
+        for text in user_texts:
+            SessionStore.check_turn(NewTurn(USER, text))
 
     def _user_turn(self, session: Session, text: str, answer: str, request_id: str = "") -> NewTurn:
         """A user turn, with LEARN's change when the session learns. Reading is slow (an

@@ -239,7 +239,7 @@ class SessionStore:
         request id was recorded before (a retry), the turns recorded then are returned instead.
         """
         for turn in new:
-            self._check_turn(turn)
+            self.check_turn(turn)
         now = datetime.now(UTC)
         with self.database.transaction(write=True) as cursor:
             session = self._lock(cursor, session_id)
@@ -263,7 +263,8 @@ class SessionStore:
             return turns, self._write(cursor, session, turn_count=session.turn_count)
 
     @staticmethod
-    def _check_turn(turn: NewTurn) -> None:
+    def check_turn(turn: NewTurn) -> None:
+        """A clear error for a turn no session may hold (empty, too long, a bad request id)."""
         check_request_id(turn.request_id)
         if not turn.text.strip():
             raise InvalidArgumentError("a turn needs text")
