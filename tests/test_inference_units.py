@@ -8,6 +8,7 @@ import torch
 from conftest import make_tiny_model
 
 from steerlab.inference.cpu import PackedLinear, can_pack, pack_linear_weights
+from steerlab.inference.service import alternating
 from steerlab.steering.config import Sampling
 from steerlab.steering.engine.sampler import SamplerRows, sample, uniform_noise
 from steerlab.steering.engine.text import IncrementalDecoder, RowText
@@ -105,3 +106,19 @@ def test_only_float32_cpu_models_are_packed(tokenizer: Any) -> None:
     lm = make_tiny_model("llama", tokenizer)
     lm.model.to(torch.bfloat16)
     assert not can_pack(lm) and pack_linear_weights(lm) == 0
+
+
+def test_a_sessions_history_becomes_alternating_messages() -> None:
+    """Two user turns in a row (one recorded with AppendTurn, then a chat) are one message, as
+    chat templates that insist on alternation need."""
+    turns = [
+        ("user", "Hi."),
+        ("assistant", "Hello!"),
+        ("user", "Too pricey."),
+        ("user", "Rome?"),
+    ]
+    assert alternating(turns) == [
+        {"role": "user", "content": "Hi."},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Too pricey.\n\nRome?"},
+    ]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from conftest import small_dataset
 from service_support import ServerThread, fresh_postgres_database, open_store, require_redis
@@ -192,6 +193,23 @@ def test_submit_watch_and_the_result_lands_in_the_registry(
         store.close()
     assert record.version == 1 and record.labels == {"team": "a", "job": job.id}
     assert len(record.metadata["selected_layers"]) == 2
+
+
+def test_a_job_queued_after_the_database_dropped_every_connection_still_runs(
+    client: JobClient, worker: WorkerProcess, tiny_model_dir: Path, database_url: str
+) -> None:
+    """Issue 20 (found by scripts/soak.py): PostgreSQL closed the worker's idle connections, and
+    the next job's claim failed on a dead one; the message was spent and the job stayed queued
+    forever. A dead connection is now replaced when drawn, and a claim the database refuses is
+    tried again."""
+    warm = client.submit_extraction(str(tiny_model_dir), dataset=custom_dataset("warm"), top_k=1)
+    assert client.wait(warm.id, timeout_s=180).state == pb.JOB_STATE_SUCCEEDED  # the worker's pool is open
+    database = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        others = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+        admin.execute(f"SELECT pg_terminate_backend(pid) FROM ({others}) AS connections", (database,))
+    job = client.submit_extraction(str(tiny_model_dir), dataset=custom_dataset("after"), top_k=1)
+    assert client.wait(job.id, timeout_s=180).state == pb.JOB_STATE_SUCCEEDED
 
 
 def test_a_worker_killed_mid_job_is_replaced_and_the_job_registers_once(

@@ -35,7 +35,7 @@ from pydantic import Field, model_validator
 from steerlab.serving import SteerLabSettings
 from steerlab.settings import default_address
 from steerlab.steering.datasets import Dimension
-from steerlab.steering.errors import NotFoundError, SteerLabError
+from steerlab.steering.errors import NotFoundError, SteerLabError, UnavailableError
 from steerlab.storage import open_database, resolve_database_url
 from steerlab_client import AlreadyExists, ClientError, RegistryClient
 
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 EXTRACT_TASK = "steerlab.jobs.extract"
 QUEUE = "steerlab.jobs"
+# Tries of a job's message while the database is unavailable, backing off to 30 s (about 10 min).
+UNAVAILABLE_RETRIES = 25
 IN_PROCESS_BROKER = "memory://localhost/"  # with a host: kombu warns about none given
 
 
@@ -104,7 +106,15 @@ def create_celery(settings: WorkerSettings) -> Celery:
         worker_send_task_events=False,
     )
 
-    @app.task(name=EXTRACT_TASK)  # type: ignore[untyped-decorator]
+    # A database or registry that is briefly away must not lose the job: the message is tried
+    # again (claiming is idempotent) instead of being acknowledged as done.
+    @app.task(  # type: ignore[untyped-decorator]
+        name=EXTRACT_TASK,
+        autoretry_for=(UnavailableError,),
+        retry_backoff=True,
+        retry_backoff_max=30,
+        max_retries=UNAVAILABLE_RETRIES,
+    )
     def extract_job(job_id: str) -> None:
         run_job(job_id, context_for(settings))
 

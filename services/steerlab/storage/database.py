@@ -84,6 +84,9 @@ class PostgresDatabase(Database):
             max_size=max_connections,
             timeout=connect_timeout_s,
             kwargs={"connect_timeout": max(1, int(connect_timeout_s))},
+            # A connection the server closed (a restart, pg_terminate_backend) is replaced when
+            # it is next taken, rather than failing the one call that drew it.
+            check=psycopg_pool.ConnectionPool.check_connection,
             open=False,
         )
         try:
