@@ -24,7 +24,7 @@ from conftest import small_dataset
 from service_support import ServerThread, fresh_postgres_database, open_store, require_redis
 
 from steerlab.jobs.server import JobServer, JobServiceSettings
-from steerlab.jobs.worker import WorkerSettings
+from steerlab.jobs.worker import QUEUE, WorkerSettings
 from steerlab.serving import ServerSettings
 from steerlab_api.v1 import jobs_pb2 as pb
 from steerlab_client import ClientError, JobClient
@@ -210,6 +210,23 @@ def test_a_job_queued_after_the_database_dropped_every_connection_still_runs(
         admin.execute(f"SELECT pg_terminate_backend(pid) FROM ({others}) AS connections", (database,))
     job = client.submit_extraction(str(tiny_model_dir), dataset=custom_dataset("after"), top_k=1)
     assert client.wait(job.id, timeout_s=180).state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_a_queued_job_whose_message_the_broker_lost_is_sent_again(
+    client: JobClient, start_worker: Callable[[str], WorkerProcess], tiny_model_dir: Path
+) -> None:
+    """Issue 20 (found by scripts/soak.py): a job whose broker message was lost (a flushed or
+    restarted Redis, a worker that died holding it) waited as queued forever."""
+    import redis
+
+    job = client.submit_extraction(str(tiny_model_dir), dataset=custom_dataset("lost"), top_k=1)
+    assert redis.Redis.from_url(BROKER).delete(QUEUE) == 1  # no worker runs: its message is gone
+    late = start_worker("late")
+    try:
+        final = client.wait(job.id, timeout_s=180)
+    finally:
+        late.stop()
+    assert final.state == pb.JOB_STATE_SUCCEEDED and final.attempts == 1
 
 
 def test_a_worker_killed_mid_job_is_replaced_and_the_job_registers_once(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 from prometheus_client import CollectorRegistry, Gauge, Histogram
@@ -24,7 +25,7 @@ from steerlab_api.v1 import jobs_pb2_grpc
 
 from .service import AUDITED, ROLES, SERVICE_NAME, JobServicer
 from .store import QUEUED, STATES, JobStore
-from .worker import EXTRACT_TASK, WorkerSettings, create_celery
+from .worker import EXTRACT_TASK, QUEUE, WorkerSettings, create_celery
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,18 @@ class JobMetrics:
         )
 
 
-class LeaseMonitor:
-    """Requeues jobs whose worker stopped renewing its lease, and refreshes the job metrics."""
+NOT_FOUND = "404"  # the reply code kombu gives (as text, from Redis) for a queue that is not there
 
-    def __init__(self, store: JobStore, celery: Celery, metrics: JobMetrics, interval_s: float) -> None:
+
+class LeaseMonitor:
+    """Requeues jobs whose worker stopped renewing its lease, sends again the messages of queued
+    jobs the broker lost, and refreshes the job metrics."""
+
+    def __init__(
+        self, store: JobStore, celery: Celery, metrics: JobMetrics, interval_s: float, stranded_after_s: float
+    ) -> None:
         self.store, self.celery, self.metrics, self.interval_s = store, celery, metrics, interval_s
+        self.stranded_after_s = stranded_after_s
         self._since = datetime.now(UTC)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-monitor", daemon=True)
@@ -87,6 +95,7 @@ class LeaseMonitor:
         for job_id in self.store.requeue_expired():
             log.warning("job %s: its worker stopped answering; queued again", job_id)
             self.dispatch(job_id)
+        self.send_stranded()
         counts = self.store.counts()
         for state in STATES:
             self.metrics.jobs.labels(state).set(counts[state])
@@ -96,6 +105,34 @@ class LeaseMonitor:
             started = job.started_at or job.created_at
             self.metrics.duration.labels(job.state).observe((job.finished_at - started).total_seconds())
             self._since = max(self._since, job.finished_at)
+
+    def send_stranded(self) -> None:
+        """A queued job whose broker message is gone (a worker that died before claiming it, a
+        restarted or flushed Redis) would wait forever. When the broker holds no waiting message
+        (with one message reserved per worker, a waiting job's message would be there), a job
+        queued for ``stranded_after_s`` is sent again; a spare message is dropped on claim."""
+        waiting = self._broker_waiting()
+        if waiting != 0:
+            return
+        for job_id in self.store.stranded(datetime.now(UTC) - timedelta(seconds=self.stranded_after_s)):
+            log.warning("job %s: queued with no message waiting in the broker; sent again", job_id)
+            self.store.touch(job_id)
+            self.dispatch(job_id)
+
+    def _broker_waiting(self) -> int | None:
+        """Messages waiting in the jobs queue; None when the broker cannot say."""
+        try:
+            with self.celery.connection_for_read() as connection:
+                declared = connection.default_channel.queue_declare(QUEUE, passive=True)
+                return int(declared.message_count)
+        except ChannelError as exc:
+            if str(exc.reply_code) == NOT_FOUND:  # never declared, or emptied: nothing waits in it
+                return 0
+            log.debug("could not count the broker's waiting messages", exc_info=True)
+            return None
+        except Exception:
+            log.debug("could not count the broker's waiting messages", exc_info=True)
+            return None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -144,7 +181,11 @@ class JobServer:
         self.celery = create_celery(settings.worker)
         registry = metrics_registry or CollectorRegistry()
         self.monitor = LeaseMonitor(
-            self.store, self.celery, JobMetrics(registry), settings.monitor_interval_s
+            self.store,
+            self.celery,
+            JobMetrics(registry),
+            settings.monitor_interval_s,
+            stranded_after_s=2 * settings.worker.job_lease_s,
         )
         self.servicer = JobServicer(self.store, self.monitor.dispatch, settings.watch_poll_s)
         self.binding = ServiceBinding(

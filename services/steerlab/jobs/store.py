@@ -219,6 +219,20 @@ class JobStore:
             cursor.execute("SELECT job_id FROM jobs WHERE state = %s ORDER BY seq", (QUEUED,))
             return [row[0] for row in cursor.fetchall()]
 
+    def stranded(self, before: datetime) -> list[str]:
+        """Queued jobs untouched since ``before`` (their broker message may be lost)."""
+        with self.database.transaction() as cursor:
+            cursor.execute(
+                "SELECT job_id FROM jobs WHERE state = %s AND updated_at < %s ORDER BY seq",
+                (QUEUED, self.database.encode_time(before)),
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    def touch(self, job_id: str) -> None:
+        """Note that a queued job's message was just sent (again)."""
+        with self.database.transaction(write=True) as cursor:
+            self._set(cursor, job_id)
+
     def counts(self) -> dict[str, int]:
         """Jobs by state (every state, zeros included)."""
         with self.database.transaction() as cursor:
