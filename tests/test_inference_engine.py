@@ -197,13 +197,12 @@ def test_bad_requests_are_refused_before_queueing(engine: InferenceEngine, serve
 def test_a_burst_fills_the_batch_and_then_the_queue(served: LoadedModel) -> None:
     """Issue 20: max_batch running plus max_queue waiting are admitted, even when the whole
     burst arrives before the engine has moved any request into the batch."""
+    burst = [request(served, PROMPTS[0], max_new_tokens=1000, ignore_eos=True) for _ in range(9)]
     engine = InferenceEngine(ModelRunner(served), EngineSettings(max_batch=4, max_queue=4)).start()
     try:
-        handles = [
-            engine.submit(request(served, PROMPTS[0], max_new_tokens=400), lambda e: None) for _ in range(8)
-        ]
+        handles = [engine.submit(generation, lambda e: None) for generation in burst[:8]]
         with pytest.raises(ResourceExhaustedError, match="queue is full"):
-            engine.submit(request(served, PROMPTS[1], max_new_tokens=400), lambda e: None)
+            engine.submit(burst[8], lambda e: None)
         for handle in handles:
             handle.cancel()
     finally:

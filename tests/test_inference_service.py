@@ -221,6 +221,8 @@ def test_a_session_records_a_message_only_with_its_complete_answer(
     with SessionClient(sessions.target) as session_client:
         session = session_client.create("noor", model="smollm2-135m")
         with pytest.raises(ClientError, match="context of 8192") as too_long:
+            client.generate("a " * 9000, session_id=session.id, max_new_tokens=8)
+        with pytest.raises(ClientError, match="limited to 32000 characters"):
             client.generate("word " * 9000, session_id=session.id, max_new_tokens=8)
         elsewhere = session_client.create("noor", model="gemma3-270m")
         with pytest.raises(ClientError, match="answers with model 'gemma3-270m'") as wrong_model:
