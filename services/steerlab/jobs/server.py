@@ -111,10 +111,10 @@ class LeaseMonitor:
         restarted or flushed Redis) would wait forever. When the broker holds no waiting message
         (with one message reserved per worker, a waiting job's message would be there), a job
         queued for ``stranded_after_s`` is sent again; a spare message is dropped on claim."""
-        waiting = self._broker_waiting()
-        if waiting != 0:
+        stranded = self.store.stranded(datetime.now(UTC) - timedelta(seconds=self.stranded_after_s))
+        if not stranded or self._broker_waiting() != 0:  # the broker is asked only when it matters
             return
-        for job_id in self.store.stranded(datetime.now(UTC) - timedelta(seconds=self.stranded_after_s)):
+        for job_id in stranded:
             log.warning("job %s: queued with no message waiting in the broker; sent again", job_id)
             self.store.touch(job_id)
             self.dispatch(job_id)
@@ -125,12 +125,9 @@ class LeaseMonitor:
             with self.celery.connection_for_read() as connection:
                 declared = connection.default_channel.queue_declare(QUEUE, passive=True)
                 return int(declared.message_count)
-        except ChannelError as exc:
-            if str(exc.reply_code) == NOT_FOUND:  # never declared, or emptied: nothing waits in it
-                return 0
-            log.debug("could not count the broker's waiting messages", exc_info=True)
-            return None
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, ChannelError) and str(exc.reply_code) == NOT_FOUND:
+                return 0  # never declared, or emptied: nothing waits in it
             log.debug("could not count the broker's waiting messages", exc_info=True)
             return None
 
