@@ -1,15 +1,27 @@
-"""The engine's small parts: batched sampling, incremental text, prepacked CPU linears."""
+"""The engine's small parts: batched sampling, incremental text, prepacked CPU linears, memory trims."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 from conftest import make_tiny_model
 
-from steerlab.inference.cpu import PackedLinear, can_pack, pack_linear_weights
+from steerlab.inference import cpu
+from steerlab.inference.cpu import (
+    CHUNK_ROWS,
+    EXACT_ROWS,
+    ROW_BUCKET,
+    PackedLinear,
+    can_pack,
+    onednn_linear,
+    pack_linear_weights,
+)
 from steerlab.inference.service import alternating
 from steerlab.steering.config import Sampling
+from steerlab.steering.engine import memory
+from steerlab.steering.engine.memory import MemoryTrimmer
 from steerlab.steering.engine.sampler import SamplerRows, sample, uniform_noise
 from steerlab.steering.engine.text import IncrementalDecoder, RowText
 
@@ -102,6 +114,30 @@ def test_prepacked_linears_compute_the_same_function_and_ignore_batch_neighbours
     assert torch.equal(alone[0], batched[2])  # a row's result does not depend on its neighbours
 
 
+def test_packed_linears_give_onednn_a_bounded_set_of_row_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN keeps memory for every row count it sees; a server must not show it every one."""
+    linear = torch.nn.Linear(24, 40)
+    packed = PackedLinear(linear, batch_hint=8)
+    seen: set[int] = set()
+
+    def counting(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        seen.add(rows.numel() // rows.shape[-1])
+        return onednn_linear(rows, weight, bias)
+
+    monkeypatch.setattr(cpu, "onednn_linear", counting)
+    inputs = torch.randn(1300, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert packed(inputs[:0]).shape == (0, 40)
+        for count in (1, 3, 64, 65, 100, 511, 512, 513, 1300):
+            out = packed(inputs[:count].reshape(1, count, 24))
+            assert out.shape == (1, count, 40)
+            assert torch.allclose(out[0], linear(inputs[:count]), atol=1e-5)
+        whole, alone = packed(inputs), packed(inputs[1100:1101])
+    long_shapes = seen - set(range(EXACT_ROWS + 1))
+    assert long_shapes <= set(range(ROW_BUCKET, CHUNK_ROWS + 1, ROW_BUCKET))
+    assert torch.equal(whole[1100], alone[0])  # a row in the last piece of a long input, as alone
+
+
 def test_only_float32_cpu_models_are_packed(tokenizer: Any) -> None:
     lm = make_tiny_model("llama", tokenizer)
     lm.model.to(torch.bfloat16)
@@ -122,3 +158,17 @@ def test_a_sessions_history_becomes_alternating_messages() -> None:
         {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "Too pricey.\n\nRome?"},
     ]
+
+
+def test_the_engine_trims_freed_memory_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert MemoryTrimmer().available  # this machine runs glibc, where malloc_trim exists
+    calls: list[int] = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda pad: calls.append(pad) or 1)
+    clock = [100.0]
+    monkeypatch.setattr(memory.time, "monotonic", lambda: clock[0])
+    trimmer = MemoryTrimmer(interval_s=30)
+    assert not trimmer.maybe_trim() and calls == []  # the interval counts from the engine's start
+    clock[0] += 31
+    assert trimmer.maybe_trim() and calls == [0]
+    clock[0] += 10
+    assert not trimmer.maybe_trim() and calls == [0]

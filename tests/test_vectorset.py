@@ -19,6 +19,7 @@ from steerlab.steering import (
     VectorSetError,
     VectorSetMismatchError,
     extract,
+    orthogonalised,
     plan_rows,
     steer,
 )
@@ -162,3 +163,27 @@ def test_several_dimensions_fold_into_one_weighted_delta_per_layer(
         assert torch.allclose(layer_delta.delta[1], age.alpha_max * age.directions[layer], atol=1e-6)
         assert layer_delta.steered.tolist() == [True, True, False]
         assert not layer_delta.delta[2].any()
+
+
+def test_orthogonalised_sets_share_no_component_and_stay_close_to_their_own(vector_set: VectorSet) -> None:
+    torch.manual_seed(1)
+    own = vector_set.directions
+    shared = torch.randn_like(own)
+    mixed = own + 0.8 * shared / shared.norm(dim=-1, keepdim=True)
+    other = dataclasses.replace(
+        vector_set,
+        dimension=dataclasses.replace(vector_set.dimension, name="other"),
+        directions=mixed / mixed.norm(dim=-1, keepdim=True),
+    )
+    first, second = orthogonalised([vector_set, other])
+    assert (first.directions * second.directions).sum(-1).abs().max() < 1e-5
+    assert torch.allclose(first.directions.norm(dim=-1), torch.ones(own.shape[0]), atol=1e-5)
+    before = (vector_set.directions * other.directions).sum(-1)
+    assert before.min() > 0.3  # they did share a component
+    # Each moved as little as the other (not one kept and the other bent, as Gram-Schmidt does).
+    moved_first = (first.directions * own).sum(-1)
+    moved_second = (second.directions * other.directions).sum(-1)
+    assert moved_first.min() > 0.8 and torch.allclose(moved_first, moved_second, atol=1e-4)
+    assert first.parameters["orthogonalised_against"] == [other.name]
+    with pytest.raises(VectorSetError, match="parallel"):
+        orthogonalised([vector_set, vector_set])

@@ -1,11 +1,15 @@
-"""Small statistics for experiment reports: means with bootstrap intervals, least squares."""
+"""Small statistics for experiment reports: means with bootstrap intervals, least squares, rank
+trends tested by cluster."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 BOOTSTRAP_RESAMPLES = 4000
 
@@ -58,3 +62,39 @@ def least_squares(design: np.ndarray, targets: Sequence[float]) -> LinearFit:
     residual_variance = float(np.sum((y - design @ coefficients) ** 2)) / dof
     covariance = residual_variance * np.linalg.pinv(design.T @ design)
     return LinearFit(coefficients, np.sqrt(np.diag(covariance)))
+
+
+@dataclass(frozen=True)
+class RankTest:
+    """Spearman's rank correlation with a one-sided p-value for rho > 0."""
+
+    rho: float  # over all rows
+    p_value: float
+    permutations: int
+
+
+def clustered_spearman(
+    xs: ArrayLike, ys: ArrayLike, clusters: ArrayLike, *, permutations: int = 4000, seed: int = 0
+) -> RankTest:
+    """Spearman's rho of ``ys`` on ``xs`` over all rows, tested with the cluster (e.g. a prompt
+    and all its answers) as the unit: each cluster's own rank correlation is one observation, and
+    the p-value is that of their mean under random sign flips (no trend: a cluster's correlation
+    is as likely negative as positive). Many answers to few prompts thus count as few prompts,
+    and effects that differ between prompts around a mean of zero do not pass for a trend."""
+    from scipy.stats import spearmanr
+
+    x, y, group = (np.asarray(v) for v in (xs, ys, clusters))
+    pooled = _spearman(spearmanr, x, y)
+    per_cluster = np.array([_spearman(spearmanr, x[group == g], y[group == g]) for g in np.unique(group)])
+    per_cluster = np.nan_to_num(per_cluster)  # a cluster whose effects never vary shows no trend
+    observed = float(per_cluster.mean())
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(permutations, per_cluster.size))
+    null = (signs * per_cluster).mean(axis=1)
+    p_value = (1 + int(np.sum(null >= observed - 1e-12))) / (permutations + 1)
+    return RankTest(pooled, p_value, permutations)
+
+
+def _spearman(spearmanr: Any, x: np.ndarray, y: np.ndarray) -> float:
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(spearmanr(x, y).statistic)

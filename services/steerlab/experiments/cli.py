@@ -39,6 +39,26 @@ def add_commands(commands: Any) -> None:
     learn.add_argument("--seed", type=int, default=0, help="seed for the oracle users' targets and replies")
     learn.add_argument("--json", type=Path, help="also write every figure, and each misread reply, here")
     learn.set_defaults(run=_learn)
+    sliders = actions.add_parser(
+        "sliders",
+        help="does each slider move its own dimension, and only it, fluently? (sampled, two judges)",
+        description="Answers the second protocol's prompts unsteered and with each built-in dimension "
+        "alone at -100..+100%%, sampled with several seeds, and scores every answer with two judges on "
+        "every dimension. Tune on --split dev; read --split test once.",
+    )
+    sliders.add_argument("--split", choices=("dev", "test"), default="dev")
+    sliders.add_argument(
+        "--model", default="smollm2-135m", help="built-in model name or Hugging Face directory"
+    )
+    sliders.add_argument("--method", choices=("logistic", "mean-diff", "pca"), default="logistic")
+    sliders.add_argument(
+        "--orthogonal", action="store_true", help="make the five directions mutually orthogonal per layer"
+    )
+    sliders.add_argument("--seeds", type=int, default=3, help="sampled answers per prompt and strength")
+    sliders.add_argument("--prompts", type=int, help="use only the first N prompts of the split")
+    sliders.add_argument("--max-new-tokens", type=int, default=100)
+    sliders.add_argument("--json", type=Path, help="also write every figure and answer here")
+    sliders.set_defaults(run=_sliders)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -62,4 +82,25 @@ def _learn(args: argparse.Namespace) -> None:
     print(format_report(result, args.method))
     if args.json:
         args.json.write_text(json.dumps({"method": args.method, **result}, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+
+
+def _sliders(args: argparse.Namespace) -> None:
+    from ..steering import load_model
+    from .sliders import format_report, run_sliders, write_results
+
+    if args.seeds < 1 or (args.prompts is not None and args.prompts < 2):
+        raise SystemExit("steerlab: --seeds must be at least 1 and --prompts at least 2")
+    results, answers, settings = run_sliders(
+        load_model(args.model),
+        split=args.split,
+        method=args.method,
+        orthogonal=args.orthogonal,
+        seeds=args.seeds,
+        prompt_count=args.prompts,
+        max_new_tokens=args.max_new_tokens,
+    )
+    print(format_report(results, settings))
+    if args.json:
+        write_results(args.json, results, answers, settings)
         print(f"wrote {args.json}")

@@ -28,7 +28,7 @@ from .errors import (
 from .extraction import default_top_k, extract
 from .generation import generate
 from .models import LoadedModel, ModelFingerprint, load_model, wrap_model
-from .vectorset import LayerScore, VectorSet
+from .vectorset import LayerScore, VectorSet, orthogonalised
 
 __all__ = [
     "BUILTIN_DIMENSIONS",
@@ -64,6 +64,7 @@ __all__ = [
     "generate",
     "load_dataset",
     "load_model",
+    "orthogonalised",
     "parse_dataset",
     "plan_rows",
     "steer",

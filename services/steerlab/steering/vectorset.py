@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,37 @@ def _no_constant(name: str) -> Any:
     """Python's JSON reader accepts NaN and Infinity; a vector set's metadata must not hold them
     (other languages' readers refuse the file)."""
     raise ValueError(name)
+
+
+def orthogonalised(vector_sets: Sequence[VectorSet]) -> list[VectorSet]:
+    """The sets with their directions made mutually orthogonal at every layer, each as close to
+    its own as the others allow (symmetric, or Löwdin, orthogonalisation: ``W <- (W W^T)^-1/2 W``).
+
+    Directions that share a component (two probes that both learned a register, say) then
+    steer only what each has of its own. ``alpha_max`` is kept; measure fluency again."""
+    if len(vector_sets) < 2:
+        return list(vector_sets)
+    first = vector_sets[0]
+    for other in vector_sets[1:]:
+        other.check_model(first.model)
+        if other.site != first.site:
+            raise VectorSetError(
+                f"{first.name} and {other.name} steer different sites; orthogonalise sets of one site"
+            )
+    stacked = torch.stack([vs.directions.double() for vs in vector_sets], dim=1)  # [layers, sets, hidden]
+    gram = stacked @ stacked.transpose(1, 2)
+    values, vectors = torch.linalg.eigh(gram)
+    if values.min() < 1e-2:  # what is left of a direction that close to the others is mostly noise
+        raise VectorSetError("two of the directions are (nearly) parallel; they cannot be separated")
+    inverse_root = vectors @ torch.diag_embed(values.rsqrt()) @ vectors.transpose(1, 2)
+    separated = (inverse_root @ stacked).float()
+    separated = separated / separated.norm(dim=-1, keepdim=True)
+    names = [vs.name for vs in vector_sets]
+    return [
+        replace(
+            vs,
+            directions=separated[:, index].contiguous(),
+            parameters={**vs.parameters, "orthogonalised_against": [n for n in names if n != vs.name]},
+        )
+        for index, vs in enumerate(vector_sets)
+    ]

@@ -32,6 +32,7 @@ from ..errors import (
     UnavailableError,
 )
 from ..models import LoadedModel
+from .memory import MemoryTrimmer
 from .runner import ModelRunner
 from .sampler import SamplerRows, sample
 from .text import IncrementalDecoder, RowText
@@ -369,8 +370,10 @@ class InferenceEngine:
 
     def _run(self) -> None:
         self._loop_thread = threading.current_thread()
+        trimmer = MemoryTrimmer()
         self.ready.set()
         while True:
+            trimmer.maybe_trim()
             with self._work:
                 if self._stopping:
                     break
