@@ -46,9 +46,11 @@ class EffectScorer:
 
     def effect(self, texts: Sequence[str], dimension: Dimension, evaluation: EvaluationSet) -> list[float]:
         """Per text: cosine to the positive centroid minus cosine to the negative one."""
-        negative, positive = self.pole_centroids(dimension, evaluation)
-        embedded = self.embed(texts)
-        return (embedded @ positive - embedded @ negative).tolist()
+        references = (
+            evaluation.reference[dimension.negative_pole],
+            evaluation.reference[dimension.positive_pole],
+        )
+        return self.effects(texts, {dimension.name: references})[dimension.name]
 
     def effects(
         self, texts: Sequence[str], poles: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]
