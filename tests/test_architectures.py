@@ -210,6 +210,7 @@ def test_bad_extraction_parameters_are_refused(
         (ExtractionConfig(method="svm"), ExtractionError, "unknown method 'svm'"),
         (ExtractionConfig(token_selection="all"), ExtractionError, "unknown token selection"),
         (ExtractionConfig(site="mlp"), SteeringError, "unknown activation site 'mlp'"),
+        (ExtractionConfig(repetition_bound=1.0), ExtractionError, "repetition_bound must be above 1"),
     ]:
         with pytest.raises(error, match=message):
             extract(lm, tiny_dataset, config)

@@ -88,7 +88,7 @@ def test_extract_then_generate(
 ) -> None:
     home, out = workspace["root"], workspace["root"] / "price.safetensors"
     assert extracted.returncode == 0, extracted.stderr
-    for field in ("layers", "alpha_max", "held-out"):
+    for field in ("layers", "alpha_max", "held-out", "limited by", "repeated 4-grams"):
         assert field in extracted.stdout
     assert out.exists()
 

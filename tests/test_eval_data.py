@@ -69,3 +69,19 @@ def test_development_and_test_prompts_are_disjoint_sets_of_first_questions() -> 
         >= MAX_SHARED_WORDS * len(content_words(a["text"]) | content_words(b["text"]))
     ]
     assert not close, close
+
+
+def test_the_range_prompts_are_apart_from_the_evaluation_prompts() -> None:
+    """The functional range samples answers to these at extraction: were they close to the
+    evaluation's prompts, the range would be tuned on what the sliders are judged on."""
+    shipped = json.loads((DATA.parent.parent / "range" / "prompts.json").read_text(encoding="utf-8"))
+    assert shipped["split"] == "range" and len(shipped["prompts"]) >= MIN_PROMPTS
+    evaluation = load("prompts_dev.json")["prompts"] + load("prompts_test.json")["prompts"]
+    close = [
+        (a["text"], b["text"])
+        for a in shipped["prompts"]
+        for b in evaluation
+        if len(content_words(a["text"]) & content_words(b["text"]))
+        >= MAX_SHARED_WORDS * len(content_words(a["text"]) | content_words(b["text"]))
+    ]
+    assert not close, close

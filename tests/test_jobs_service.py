@@ -273,6 +273,9 @@ def test_bad_requests_are_refused_and_failed_jobs_say_why(
         with pytest.raises(ClientError, match="perplexity_bound must be above 1 and at most 10") as poison:
             client.submit_extraction(str(tiny_model_dir), dimension="cost", perplexity_bound=bound)
         assert poison.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ClientError, match="repetition_bound must be above 1 and at most 10") as poison:
+        client.submit_extraction(str(tiny_model_dir), dimension="cost", repetition_bound=0.5)
+    assert poison.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert len(client.list()) == len(before)  # nothing was queued
 
     too_deep = client.submit_extraction(str(tiny_model_dir), dataset=custom_dataset("depth"), top_k=99)

@@ -21,12 +21,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from steerlab.evaluation.fluency import repeated_ngram_rate
 from steerlab.evaluation.judges import JUDGES, PRIMARY_JUDGE, SECOND_JUDGE, Judges, protocol_prompts
 from steerlab.evaluation.lexicon import PRIOR_SIZE, Lexicon, content_words
 from steerlab.evaluation.stats import clustered_spearman
 from steerlab.experiments.sliders import Answer, SliderResult, summarise
 from steerlab.steering import BUILTIN_DIMENSIONS, builtin_dataset, builtin_evaluation_set
+from steerlab.steering.wordstats import repeated_ngram_rate
 
 # Set before the judges ever saw these texts: clearly better than chance on every pole, well
 # under what both judges score on their development data (every dataset answer pair in order).

@@ -96,10 +96,11 @@ def _cmd_extract(args: argparse.Namespace) -> None:
             f"  {mark} layer {score.layer:>3}  held-out {score.heldout_accuracy:.3f}  "
             f"train {score.train_accuracy:.3f}"
         )
-    baseline = vector_set.functional_range.get("baseline_perplexity", float("nan"))
+    estimate = vector_set.functional_range
     print(
-        f"alpha_max      {vector_set.alpha_max:.4f} "
-        f"(perplexity <= {config.perplexity_bound:g}x unsteered {baseline:.2f})"
+        f"alpha_max      {vector_set.alpha_max:.4f}, limited by {estimate['limited_by']}: perplexity <= "
+        f"{config.perplexity_bound:g}x unsteered {estimate['baseline_perplexity']:.2f}, repeated 4-grams "
+        f"<= {config.repetition_bound:g}x unsteered {100 * estimate['baseline_repetition']:.1f}%"
     )
     print(f"saved          {args.out}")
 

@@ -45,7 +45,8 @@ def client_tls(args: argparse.Namespace) -> Any:
 
 
 def add_extraction_options(parser: argparse.ArgumentParser) -> None:
-    """``--method --top-k --site --token-selection --num-tokens --perplexity-bound --seed``,
+    """``--method --top-k --site --token-selection --num-tokens --perplexity-bound
+    --repetition-bound --seed``,
     with the core's defaults (``steerlab extract`` and ``steerlab jobs submit``)."""
     from .steering import METHODS, SITES, ExtractionConfig
 
@@ -60,7 +61,16 @@ def add_extraction_options(parser: argparse.ArgumentParser) -> None:
         "--num-tokens", type=int, default=defaults.num_tokens, help="completion tokens per example"
     )
     parser.add_argument(
-        "--perplexity-bound", type=float, default=defaults.perplexity_bound, help="functional range bound"
+        "--perplexity-bound",
+        type=float,
+        default=defaults.perplexity_bound,
+        help="functional range: held-out perplexity at most this times unsteered",
+    )
+    parser.add_argument(
+        "--repetition-bound",
+        type=float,
+        default=defaults.repetition_bound,
+        help="functional range: sampled answers' repeated-4-gram rate at most this times unsteered",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
 
@@ -74,6 +84,7 @@ def extraction_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "num_tokens": args.num_tokens,
         "top_k": args.top_k,
         "perplexity_bound": args.perplexity_bound,
+        "repetition_bound": args.repetition_bound,
         "seed": args.seed,
     }
 

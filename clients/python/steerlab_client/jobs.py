@@ -54,6 +54,7 @@ class JobClient(ServiceClient):
         token_selection: str = "",
         num_tokens: int = 0,
         perplexity_bound: float = 0.0,
+        repetition_bound: float = 0.0,
         seed: int | None = None,
         request_id: str = "",
     ) -> pb.Job:
@@ -71,6 +72,7 @@ class JobClient(ServiceClient):
             token_selection=token_selection,
             num_tokens=num_tokens,
             perplexity_bound=perplexity_bound,
+            repetition_bound=repetition_bound,
             seed=seed,
         )
         if dataset is not None:

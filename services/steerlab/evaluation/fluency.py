@@ -5,8 +5,8 @@
   extraction), one value per steering coefficient.
 - :class:`ReferenceModel`: the perplexity of *generated* answers under a second, independent
   model (``gemma3-270m`` by default), so a steered model cannot grade its own output.
-- :func:`repeated_ngram_rate`: how much of an answer repeats itself, which perplexity can miss
-  (a phrase said over and over is easy to predict).
+- :func:`~steerlab.steering.wordstats.repeated_ngram_rate` (in the steering core, since the
+  functional range bounds it too): how much of an answer repeats itself.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from ..steering.activations import EncodedExample, encode_examples
 from ..steering.chat import encode_completion, encode_prompt
 from ..steering.datasets import package_data_file
 from ..steering.functional_range import completion_nll, completion_perplexity, uniform_plan
-from .lexicon import words
 
 REFERENCE_MODEL = "gemma3-270m"
 # Answers are scored on at most this many tokens, enough for a paragraph.
@@ -31,14 +30,6 @@ def heldout_answers() -> list[Example]:
     """The held-out assistant answers (prompt, completion) used for the fluency metric."""
     data = json.loads(package_data_file("eval", "heldout_answers.json").read_text(encoding="utf-8"))
     return [Example(item["prompt"], item["completion"], "heldout") for item in data["examples"]]
-
-
-def repeated_ngram_rate(text: str, n: int = 4) -> float:
-    """The share of the answer's word ``n``-grams that already occurred earlier in it (0 for an
-    answer shorter than ``n`` words): 0 for text that never repeats, near 1 for a loop."""
-    tokens = words(text)
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    return (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
 
 
 def steered_perplexity(

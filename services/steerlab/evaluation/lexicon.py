@@ -13,20 +13,15 @@ embedding geometry.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+from ..steering.wordstats import words
+
 MIN_Z = 1.0  # words the poles barely tell apart carry no weight (chosen on the datasets' answer pairs)
 PRIOR_SIZE = 500.0  # pseudo-words of the prior (alpha_0): the background's share of each estimate
-
-
-def words(text: str) -> list[str]:
-    """Lower-case word tokens (a typographic apostrophe counts as one)."""
-    return WORD.findall(text.lower().replace("\u2019", "'"))
 
 
 def content_words(text: str) -> list[str]:

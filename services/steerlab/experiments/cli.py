@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli_options import add_extraction_options, extraction_parameters
+
 CHOICES = ("e1", "e2", "e3", "e4", "all")
 
 
@@ -50,7 +52,7 @@ def add_commands(commands: Any) -> None:
     sliders.add_argument(
         "--model", default="smollm2-135m", help="built-in model name or Hugging Face directory"
     )
-    sliders.add_argument("--method", choices=("logistic", "mean-diff", "pca"), default="logistic")
+    add_extraction_options(sliders)
     sliders.add_argument(
         "--orthogonal", action="store_true", help="make the five directions mutually orthogonal per layer"
     )
@@ -86,7 +88,7 @@ def _learn(args: argparse.Namespace) -> None:
 
 
 def _sliders(args: argparse.Namespace) -> None:
-    from ..steering import load_model
+    from ..steering import ExtractionConfig, load_model
     from .sliders import format_report, run_sliders, write_results
 
     if args.seeds < 1 or (args.prompts is not None and args.prompts < 2):
@@ -94,7 +96,7 @@ def _sliders(args: argparse.Namespace) -> None:
     results, answers, settings = run_sliders(
         load_model(args.model),
         split=args.split,
-        method=args.method,
+        config=ExtractionConfig(**extraction_parameters(args)),
         orthogonal=args.orthogonal,
         seeds=args.seeds,
         prompt_count=args.prompts,

@@ -25,21 +25,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..evaluation.fluency import repeated_ngram_rate, steered_perplexity
+from ..evaluation.fluency import steered_perplexity
 from ..evaluation.judges import JUDGES, PRIMARY_JUDGE, SECOND_JUDGE, Judges, protocol_prompts
 from ..evaluation.stats import Estimate, bootstrap_mean, clustered_spearman
 from ..steering import (
     BUILTIN_DIMENSIONS,
     ExtractionConfig,
     LoadedModel,
-    Sampling,
     VectorSet,
     builtin_dataset,
     orthogonalised,
@@ -48,11 +47,12 @@ from ..steering.apply import prepare_vector_sets
 from ..steering.batching import fold_strengths
 from ..steering.cache import extract_cached
 from ..steering.chat import encode_prompt
+from ..steering.config import PAPER_SAMPLING
 from ..steering.engine import GenerationRequest
 from ..steering.generation import run_to_completion
+from ..steering.wordstats import repeated_ngram_rate
 
 STRENGTHS = (-100.0, -50.0, 0.0, 50.0, 100.0)
-SAMPLING = Sampling(temperature=0.7, top_p=0.95, top_k=50)  # the paper's
 MAX_NEW_TOKENS = 100
 MIN_SHIFT = 0.05  # primary judge, +100% vs -100% (the issue's bar)
 CROSSTALK_RATIO = 2.0  # own shift over the largest shift caused on another dimension
@@ -106,11 +106,10 @@ class SliderResult:
 
 
 def slider_vector_sets(
-    lm: LoadedModel, method: str, dimensions: Sequence[str], *, orthogonal: bool = False
+    lm: LoadedModel, config: ExtractionConfig, dimensions: Sequence[str], *, orthogonal: bool = False
 ) -> dict[str, VectorSet]:
     """Each built-in dimension's vector set on ``lm`` (extracted once, then cached on disk),
     made mutually orthogonal per layer if asked."""
-    config = ExtractionConfig(method=method)
     sets = [extract_cached(lm, builtin_dataset(name), config) for name in dimensions]
     return {vs.name: vs for vs in (orthogonalised(sets) if orthogonal else sets)}
 
@@ -142,7 +141,7 @@ def generate_answers(
         GenerationRequest(
             prompt=encoded[p],
             steering=fold_strengths(prepared, {name: strength} if name else None),
-            sampling=Sampling(SAMPLING.temperature, SAMPLING.top_p, SAMPLING.top_k, seed=1000 * p + k),
+            sampling=replace(PAPER_SAMPLING, seed=1000 * p + k),
             max_new_tokens=max_new_tokens,
         )
         for p, k, name, strength in plan
@@ -235,7 +234,7 @@ def run_sliders(
     lm: LoadedModel,
     *,
     split: str,
-    method: str = "logistic",
+    config: ExtractionConfig | None = None,
     orthogonal: bool = False,
     seeds: int = 3,
     prompt_count: int | None = None,
@@ -244,11 +243,13 @@ def run_sliders(
     max_new_tokens: int = MAX_NEW_TOKENS,
     progress: bool = True,
 ) -> tuple[list[SliderResult], list[Answer], dict[str, Any]]:
-    """The whole protocol on ``lm``: results, every answer, and the run's settings."""
+    """The whole protocol on ``lm`` with vectors extracted by ``config`` (default: the core's
+    defaults): results, every answer, and the run's settings."""
+    config = config or ExtractionConfig()
     if not {-100.0, 0.0, 100.0} <= set(strengths):
         raise ValueError("strengths must include -100, 0 and 100 (the shift and fluency are read there)")
     prompts = protocol_prompts(split)[:prompt_count]
-    vector_sets = slider_vector_sets(lm, method, dimensions, orthogonal=orthogonal)
+    vector_sets = slider_vector_sets(lm, config, dimensions, orthogonal=orthogonal)
     answers = generate_answers(
         lm,
         vector_sets,
@@ -264,14 +265,18 @@ def run_sliders(
     settings = {
         "model": lm.name,
         "split": split,
-        "method": method,
+        "method": config.method,
+        "extraction": asdict(config),
         "orthogonal": orthogonal,
         "prompts": len(prompts),
         "seeds": seeds,
         "strengths": list(strengths),
         "max_new_tokens": max_new_tokens,
-        "sampling": asdict(SAMPLING),
+        "sampling": asdict(PAPER_SAMPLING),
         "alpha_max": {name: vs.alpha_max for name, vs in vector_sets.items()},
+        "range_limited_by": {
+            name: vs.functional_range.get("limited_by", "perplexity") for name, vs in vector_sets.items()
+        },
     }
     return results, answers, settings
 
@@ -285,9 +290,10 @@ def format_report(results: Sequence[SliderResult], settings: dict[str, Any]) -> 
         f"{settings['max_new_tokens']} tokens). Shifts: +100% minus -100%, 95% bootstrap over prompts.",
         "",
         f"| dimension | shift ({PRIMARY_JUDGE}) | shift ({SECOND_JUDGE}) | rho (p) | largest cross-talk "
-        "| held-out ppl x | repeat-4 x | passes |",
-        "|---|---|---|---|---|---|---|---|",
+        "| held-out ppl x | repeat-4 x | alpha_max (limited by) | passes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    alpha_max, limited_by = settings["alpha_max"], settings["range_limited_by"]
     for result in results:
         other, cross = result.largest_crosstalk
         checks = result.checks()
@@ -297,6 +303,7 @@ def format_report(results: Sequence[SliderResult], settings: dict[str, Any]) -> 
             f"| {result.rank[0]:+.2f} ({result.rank[1]:.2g}) | {cross:+.3f} ({other}) "
             f"| {result.perplexity_ratio:.2f} (bound {result.perplexity_bound:g}) "
             f"| {result.repetition_ratio:.2f} "
+            f"| {alpha_max[result.dimension]:.3g} ({limited_by[result.dimension]}) "
             f"| {'yes' if not failed else 'no: ' + ', '.join(failed)} |"
         )
     measured = list(results[0].crosstalk) if results else []

@@ -47,6 +47,7 @@ def spec_from_proto(message: pb.ExtractionSpec) -> ExtractionJobSpec:
         num_tokens=message.num_tokens or defaults.num_tokens,
         top_k=message.top_k or None,
         perplexity_bound=message.perplexity_bound or defaults.perplexity_bound,
+        repetition_bound=message.repetition_bound or defaults.repetition_bound,
         seed=message.seed if message.HasField("seed") else defaults.seed,
     )
     if message.top_k < 0 or message.num_tokens < 0:
@@ -74,6 +75,7 @@ def spec_to_proto(spec: ExtractionJobSpec) -> pb.ExtractionSpec:
         token_selection=config.token_selection,
         num_tokens=config.num_tokens,
         perplexity_bound=config.perplexity_bound,
+        repetition_bound=config.repetition_bound,
         seed=config.seed,
         alias=spec.alias,
         labels=spec.labels,

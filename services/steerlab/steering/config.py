@@ -17,6 +17,7 @@ MAX_PERCENT = 100.0  # a strength is percent of a vector set's functional range
 MAX_TEMPERATURE = 2.0  # sampling temperature, as the OpenAI API bounds it
 # The functional range's perplexity bound: past 10x the unsteered perplexity text is not fluent.
 MAX_PERPLEXITY_BOUND = 10.0
+MAX_REPETITION_BOUND = 10.0
 
 
 def check_strength(name: str, percent: float, max_percent: float = MAX_PERCENT) -> float:
@@ -54,6 +55,10 @@ def check_site(site: str) -> str:
     return site
 
 
+# How the paper samples the answers it evaluates (DESIGN.md section 2).
+PAPER_SAMPLING = Sampling(temperature=0.7, top_p=0.95, top_k=50)
+
+
 @dataclass(frozen=True)
 class ExtractionConfig:
     """Every parameter of an extraction; stored in the vector set."""
@@ -67,6 +72,7 @@ class ExtractionConfig:
     folds: int = 4
     range_fraction: float = 0.125
     perplexity_bound: float = 1.5
+    repetition_bound: float = 1.5  # sampled answers' repeated-4-gram rate over unsteered
     seed: int = 0
     batch_size: int = 16
 
@@ -89,4 +95,9 @@ class ExtractionConfig:
             bound = self.perplexity_bound
             raise ExtractionError(
                 f"perplexity_bound must be above 1 and at most {MAX_PERPLEXITY_BOUND:g}, got {bound}"
+            )
+        if not (math.isfinite(self.repetition_bound) and 1 < self.repetition_bound <= MAX_REPETITION_BOUND):
+            bound = self.repetition_bound
+            raise ExtractionError(
+                f"repetition_bound must be above 1 and at most {MAX_REPETITION_BOUND:g}, got {bound}"
             )

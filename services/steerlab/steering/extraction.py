@@ -7,7 +7,8 @@
 4. Per layer, score each example with a direction fitted on the other folds (held-out
    accuracy, per example, over the whole answer), then fit the final direction on all folds.
 5. Keep the top-k layers by held-out accuracy.
-6. Estimate alpha_max, the functional range, on the range split's completions.
+6. Estimate alpha_max, the functional range: perplexity on the range split's completions,
+   repetition in answers sampled to its prompts and to the shipped range prompts.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from .activations import (
     collect_activations,
     encode_examples,
 )
+from .chat import encode_prompt
 from .config import ExtractionConfig
 from .datasets import ContrastiveDataset
 from .errors import DatasetError
-from .functional_range import estimate_alpha_max
+from .functional_range import estimate_alpha_max, range_prompts
 from .models import LoadedModel
 from .probes import Direction, accuracy, example_scores, fit_direction, unit_rows
 from .vectorset import LayerScore, VectorSet
@@ -182,6 +184,9 @@ def extract(
 
     report("range", 0.6, "estimating the functional range")
     mean_norm = sum(activations.mean_norm(layer) for layer in selected) / len(selected)
+    check_prompts = dict.fromkeys(
+        [*range_prompts(), *(dataset.examples[i].prompt for i in split.range_examples)]
+    )
     estimate = estimate_alpha_max(
         lm,
         [encoded[i] for i in split.range_examples],
@@ -189,9 +194,11 @@ def extract(
         directions={layer: directions[layer].vector for layer in selected},
         activation_norm=mean_norm,
         bound=config.perplexity_bound,
+        prompts=[encode_prompt(lm.tokenizer, prompt) for prompt in check_prompts],
+        repetition_bound=config.repetition_bound,
         progress=progress,
     )
-    report("done", 1.0, f"alpha_max {estimate.alpha_max:.2f}")
+    report("done", 1.0, f"alpha_max {estimate.alpha_max:.2f} (limited by {estimate.limited_by})")
     return VectorSet(
         dimension=dataset.dimension,
         directions=torch.stack([d.vector for d in directions]),

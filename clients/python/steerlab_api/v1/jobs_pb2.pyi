@@ -85,6 +85,7 @@ class ExtractionSpec(_message.Message):
     ALIAS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     AUTHOR_FIELD_NUMBER: _builtins.int
+    REPETITION_BOUND_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """A built-in model name or a Hugging Face directory on the workers' machines."""
     dimension: _builtins.str
@@ -103,6 +104,8 @@ class ExtractionSpec(_message.Message):
     alias: _builtins.str
     """Point this alias at the new version when the job succeeds (e.g. "production")."""
     author: _builtins.str
+    repetition_bound: _builtins.float
+    """The functional range's bound on sampled answers' repeated-4-gram rate, over unsteered."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -121,10 +124,11 @@ class ExtractionSpec(_message.Message):
         alias: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         author: _builtins.str = ...,
+        repetition_bound: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "dataset", b"dataset", "dimension", b"dimension", "seed", b"seed", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "alias", b"alias", "author", b"author", "dataset", b"dataset", "dimension", b"dimension", "labels", b"labels", "method", b"method", "model", b"model", "num_tokens", b"num_tokens", "perplexity_bound", b"perplexity_bound", "seed", b"seed", "site", b"site", "source", b"source", "token_selection", b"token_selection", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "alias", b"alias", "author", b"author", "dataset", b"dataset", "dimension", b"dimension", "labels", b"labels", "method", b"method", "model", b"model", "num_tokens", b"num_tokens", "perplexity_bound", b"perplexity_bound", "repetition_bound", b"repetition_bound", "seed", b"seed", "site", b"site", "source", b"source", "token_selection", b"token_selection", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
