@@ -22,7 +22,7 @@ from steerlab.inference.service import alternating
 from steerlab.steering.config import Sampling
 from steerlab.steering.engine import memory
 from steerlab.steering.engine.memory import MemoryTrimmer
-from steerlab.steering.engine.sampler import SamplerRows, sample, uniform_noise
+from steerlab.steering.engine.sampler import SamplerRows, _filter, sample, uniform_noise
 from steerlab.steering.engine.text import IncrementalDecoder, RowText
 
 
@@ -51,6 +51,32 @@ def test_sampling_follows_each_rows_parameters() -> None:
     shares = torch.bincount(draws[:, 2], minlength=4).float() / len(draws)
     expected = logits[0].softmax(-1)
     assert torch.allclose(shares, expected, atol=0.03), (shares, expected)
+
+
+def test_sampling_among_top_k_candidates_draws_what_the_whole_vocabulary_would() -> None:
+    logits = torch.randn(6, 3000, generator=torch.Generator().manual_seed(0)) * 3
+    params = rows(
+        (Sampling(temperature=0.7, top_p=0.95, top_k=50, seed=1), 1),  # the paper's
+        (Sampling(temperature=1.0, top_k=7, seed=2), 2),
+        (Sampling(temperature=1.3, top_p=0.5, top_k=200, seed=3), 3),
+        (Sampling(), 0),  # greedy rows ride along
+        (Sampling(temperature=0.7, top_p=0.95, top_k=50, seed=1), 1),
+        (Sampling(temperature=0.2, top_k=1, seed=5), 5),
+    )
+    assert params.candidates == 200
+    for step in range(50):
+        steps = torch.full((6,), step)
+        scaled = logits / params.temperature.clamp_min(1e-5)[:, None]
+        noise = uniform_noise(params.seed, steps, logits.shape[-1])
+        whole = (_filter(scaled, params.top_k, params.top_p) - torch.log(-torch.log(noise)).float()).argmax(
+            -1
+        )
+        whole = torch.where(params.temperature > 0, whole, logits.argmax(-1))
+        assert torch.equal(sample(logits, params, steps), whole)
+    assert rows((Sampling(temperature=1.0, top_k=5), 0), (Sampling(temperature=1.0), 0)).candidates == 0
+    assert rows((Sampling(temperature=1.0, top_k=5), 0)).concat(rows((Sampling(), 0))).candidates == 5
+    selected = rows((Sampling(temperature=1.0, top_k=5), 0), (Sampling(temperature=1.0, top_k=9), 0))
+    assert selected.select(torch.tensor([0])).candidates == 5
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p() -> None:

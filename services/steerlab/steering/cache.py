@@ -14,6 +14,7 @@ from .config import ExtractionConfig
 from .datasets import ContrastiveDataset
 from .errors import VectorSetError
 from .extraction import ProgressCallback, extract
+from .functional_range import range_prompts
 from .models import LoadedModel
 from .vectorset import VectorSet
 
@@ -24,6 +25,7 @@ def cache_path(lm: LoadedModel, dataset: ContrastiveDataset, config: ExtractionC
             "model": lm.fingerprint.weights_digest,
             "dataset": dataset.content_hash,
             "config": asdict(config),
+            "range_prompts": range_prompts(),  # the functional range samples answers to them
             "version": __version__,
         },
         sort_keys=True,
