@@ -51,7 +51,7 @@ REPETITION_TOKENS = 100
 # Each step samples 2 x 40+ answers (about a minute on 2 cores): a quarter of the perplexity's
 # range is resolution enough for a measure this noisy.
 REPETITION_BISECTION_STEPS = 2
-# Rates are heavy-tailed (one looping answer in 32 moves the mean by a point or more), so the
+# Rates are heavy-tailed (one looping answer in 48 moves the mean by a point or more), so the
 # bound applies to at least this baseline: on smollm2-135m's time set, a near-zero alpha (1/16
 # of the range) already read 1.7-2.0% against 0.9% unsteered.
 REPETITION_FLOOR = 0.02
