@@ -16,6 +16,7 @@ The estimate records which of the two (or the cap) limited the range.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -230,10 +231,12 @@ def mean_repetition(
     return sum(repeated_ngram_rate(text) for text in texts) / len(texts)
 
 
-def range_prompts() -> list[str]:
-    """The shipped prompts every extraction's repetition check samples answers to."""
+@functools.cache
+def range_prompts() -> tuple[str, ...]:
+    """The shipped prompts every extraction's repetition check samples answers to (read once:
+    every extraction and every cache lookup asks)."""
     data = json.loads(package_data_file("range", "prompts.json").read_text(encoding="utf-8"))
-    return [item["text"] for item in data["prompts"]]
+    return tuple(item["text"] for item in data["prompts"])
 
 
 def _row_steering(
