@@ -15,7 +15,7 @@ from conftest import make_tiny_model
 from steerlab.evaluation.effect import EffectScorer
 from steerlab.evaluation.fluency import ReferenceModel, heldout_answers, steered_perplexity
 from steerlab.evaluation.pne import fit_pne, normalised_effects
-from steerlab.evaluation.stats import bootstrap_mean, least_squares
+from steerlab.evaluation.stats import bootstrap_mean, bootstrap_statistic, least_squares
 from steerlab.experiments.e4_learn import Ruler
 from steerlab.experiments.users import TOLERANCE, replies, reply
 from steerlab.steering import SteeringError, builtin_dataset, extract, generate, plan_rows
@@ -121,6 +121,22 @@ def test_bootstrap_interval_and_least_squares_on_known_data() -> None:
     fit = least_squares(design, (0.5 + 2 * design[:, 1] - 0.25 * design[:, 2]).tolist())
     assert fit.coefficients.tolist() == pytest.approx([0.5, 2.0, -0.25])
     assert fit.standard_errors.tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-7)
+
+
+def test_a_bootstrapped_ratio_resamples_whole_rows() -> None:
+    def ratio(means: np.ndarray) -> np.ndarray:
+        return means[..., 1] / means[..., 0]
+
+    # Every row holds the ratio 2 exactly: every resample does too.
+    exact = bootstrap_statistic([[1.0, 2.0], [3.0, 6.0], [0.5, 1.0]], ratio)
+    assert (exact.mean, exact.low, exact.high, exact.n) == pytest.approx((2.0, 2.0, 2.0, 3))
+    # A ratio of means, not a mean of ratios: one large row dominates both columns.
+    rows = [[1.0, 1.0]] * 10 + [[10.0, 40.0]]
+    skewed = bootstrap_statistic(rows, ratio)
+    assert skewed.mean == pytest.approx(50 / 20)
+    assert skewed.low < 1.5 and skewed.high > 2.9  # resamples without (or twice with) that row
+    with pytest.raises(ValueError, match="2-D"):
+        bootstrap_statistic([1.0, 2.0], ratio)
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,7 @@ def test_a_slider_passes_when_it_moves_its_own_dimension_and_fails_on_cross_talk
     assert clean.shift[PRIMARY_JUDGE].mean == pytest.approx(0.10, abs=0.01)
     assert clean.crosstalk["age"] == pytest.approx(0.02)
     assert clean.checks()["own over cross-talk"] and clean.checks()["judges agree"]
+    assert clean.repetition_ratio.mean == 1.0 and clean.checks()["repetition"]  # nothing repeats
     (entangled,) = _synthetic_run(own=0.05, cross=0.04)
     assert not entangled.checks()["own over cross-talk"]
     assert entangled.largest_crosstalk[0] == "age"
@@ -141,7 +142,19 @@ def test_the_sliders_command_runs_end_to_end_and_writes_every_answer(
     out = tmp_path / "sliders.json"
     command = [sys.executable, "-m", "steerlab.cli", "experiments", "sliders", "--model", str(tiny_model_dir)]
     result = subprocess.run(
-        [*command, "--prompts", "2", "--seeds", "2", "--max-new-tokens", "6", "--json", str(out)],
+        [
+            *command,
+            "--prompts",
+            "2",
+            "--seeds",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--dimensions",
+            "cost,age",
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         env=os.environ.copy(),
@@ -149,15 +162,30 @@ def test_the_sliders_command_runs_end_to_end_and_writes_every_answer(
     )
     assert result.returncode == 0, result.stderr[-4000:]
     data = json.loads(out.read_text(encoding="utf-8"))
-    assert [r["dimension"] for r in data["results"]] == list(BUILTIN_DIMENSIONS)
-    # 2 prompts x 2 seeds, unsteered once plus 5 dimensions x 4 non-zero strengths.
-    assert len(data["answers"]) == 2 * 2 * (1 + 5 * 4)
+    assert [r["dimension"] for r in data["results"]] == ["cost", "age"]
+    # 2 prompts x 2 seeds, unsteered once plus 2 dimensions x 4 non-zero strengths.
+    assert len(data["answers"]) == 2 * 2 * (1 + 2 * 4)
     assert {a["prompt"] for a in data["answers"]} == {0, 1}
+    # Every answer keeps its score on every dimension, by both judges, steered or not.
+    assert all(
+        set(a["scores"][judge]) == set(BUILTIN_DIMENSIONS) for a in data["answers"] for judge in JUDGES
+    )
     for row in data["results"]:
         assert set(row["shift"]) == {PRIMARY_JUDGE, SECOND_JUDGE} and set(row["crosstalk"]) == set(
             BUILTIN_DIMENSIONS
         )
-    assert "| cost |" in result.stdout and "Cross-talk" in result.stdout
+        assert (
+            row["repetition_ratio"]["low"]
+            <= row["repetition_ratio"]["mean"]
+            <= row["repetition_ratio"]["high"]
+        )
+    assert (
+        "| cost |" in result.stdout and "\n| ambiance |" not in result.stdout and "Cross-talk" in result.stdout
+    )
     assert protocol_prompts("dev")[0] not in protocol_prompts("test")
     bad = subprocess.run([*command, "--seeds", "0"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--seeds must be at least 1" in bad.stderr
+    unknown = subprocess.run(
+        [*command, "--dimensions", "cost,noise"], capture_output=True, text=True, timeout=120
+    )
+    assert unknown.returncode != 0 and "unknown: noise" in unknown.stderr

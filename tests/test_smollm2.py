@@ -11,30 +11,31 @@ from __future__ import annotations
 
 import pytest
 
-from steerlab.evaluation import EffectScorer
+from steerlab.evaluation.judges import PRIMARY_JUDGE
+from steerlab.experiments.sliders import run_sliders
 from steerlab.steering import (
     BUILTIN_DIMENSIONS,
     LoadedModel,
     VectorSet,
     builtin_dataset,
-    builtin_evaluation_set,
-    generate,
 )
 from steerlab.steering.cache import extract_cached
 
-# The answer to each prompt at +100% must lean further toward the positive pole than at -100%,
-# on average by this much (cosine-similarity difference between the two pole centroids).
-EFFECT_MARGIN = 0.02
+# The second protocol (`steerlab experiments sliders`) on the first 24 development prompts, one
+# sampled answer each (seed 0). Bars set from the development run of 2026-12-01 (38 prompts x 3
+# seeds, docs/results/sliders/smollm2-135m-dev-logistic.json.gz) by scripts/slider_thresholds.py:
+# the lowest +100% vs -100% shift on the primary judge over 300 draws of 24 of its prompts with one
+# seed each (time and culture are weak sliders on this model: their bars only ask for a move).
+DEV_PROMPTS = 24
+MIN_SHIFT = {"cost": 0.127, "ambiance": 0.060, "age": 0.085, "time": 0.007, "culture": 0.004}
+# The sliders whose rise (p < 0.01, prompt as unit) and second judge's sign held in every draw;
+# time's and culture's did in 66% and 47% of draws, too few to test on 24 answers each.
+RISE_WITH_BOTH_JUDGES = ("cost", "ambiance", "age")
 
 
 @pytest.fixture(scope="module")
 def vector_sets(smollm2: LoadedModel) -> dict[str, VectorSet]:
     return {name: extract_cached(smollm2, builtin_dataset(name)) for name in BUILTIN_DIMENSIONS}
-
-
-@pytest.fixture(scope="module")
-def scorer() -> EffectScorer:
-    return EffectScorer()
 
 
 @pytest.mark.slow
@@ -52,17 +53,13 @@ def test_selected_layers_separate_the_poles_on_held_out_examples(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", BUILTIN_DIMENSIONS)
-def test_full_strength_moves_answers_toward_the_positive_pole(
-    name: str, smollm2: LoadedModel, vector_sets: dict[str, VectorSet], scorer: EffectScorer
-) -> None:
-    vector_set = vector_sets[name]
-    evaluation = builtin_evaluation_set(name)
-    prompts = list(evaluation.prompts)
-    rows = [{name: -100.0}] * len(prompts) + [{name: 100.0}] * len(prompts)
-    answers = generate(smollm2, prompts * 2, vector_sets=[vector_set], strengths=rows, max_new_tokens=80)
-    effects = scorer.effect(answers, vector_set.dimension, evaluation)
-    negative, positive = effects[: len(prompts)], effects[len(prompts) :]
-    shift = (sum(positive) - sum(negative)) / len(prompts)
-    assert shift >= EFFECT_MARGIN, f"{name}: mean effect shift {shift:.3f}"
-    assert sum(p > n for p, n in zip(positive, negative, strict=True)) > len(prompts) / 2
+def test_each_slider_moves_its_own_dimension_in_sampled_answers(smollm2: LoadedModel) -> None:
+    results, answers, _ = run_sliders(smollm2, split="dev", seeds=1, prompt_count=DEV_PROMPTS, progress=False)
+    assert len(answers) == DEV_PROMPTS * (1 + 4 * len(BUILTIN_DIMENSIONS))
+    for result in results:
+        name, shift = result.dimension, result.shift[PRIMARY_JUDGE].mean
+        assert shift >= MIN_SHIFT[name], f"{name}: shift {shift:.3f} on {PRIMARY_JUDGE}"
+        assert result.perplexity_ratio <= result.perplexity_bound, f"{name}: held-out perplexity"
+        if name in RISE_WITH_BOTH_JUDGES:
+            checks = result.checks()
+            assert checks["rises"] and checks["judges agree"], f"{name}: {result.rank}, {result.shift}"

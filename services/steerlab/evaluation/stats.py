@@ -4,7 +4,7 @@ trends tested by cluster."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,14 +32,30 @@ class Estimate:
 
 def bootstrap_mean(values: Sequence[float], *, level: float = 0.95, seed: int = 0) -> Estimate:
     """Mean of ``values`` with a bootstrap interval over the values (e.g. prompts)."""
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        raise ValueError("no values to estimate from")
+    return bootstrap_statistic(
+        np.asarray(values, dtype=float)[:, None], lambda means: means[..., 0], level=level, seed=seed
+    )
+
+
+def bootstrap_statistic(
+    table: ArrayLike,
+    statistic: Callable[[np.ndarray], np.ndarray | float],
+    *,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """``statistic`` of the column means of ``table`` (one row per cluster, e.g. a prompt), with
+    a percentile-bootstrap interval that resamples whole rows. ``statistic`` maps an array whose
+    last axis holds the column means to one value per leading index (a ratio of two columns,
+    say), so every resample is computed at once."""
+    data = np.asarray(table, dtype=float)
+    if data.ndim != 2 or data.shape[0] == 0:
+        raise ValueError("need a 2-D table with at least one row to estimate from")
     rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(BOOTSTRAP_RESAMPLES, data.size))].mean(axis=1)
+    resampled = data[rng.integers(0, data.shape[0], size=(BOOTSTRAP_RESAMPLES, data.shape[0]))].mean(axis=1)
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return Estimate(float(data.mean()), float(low), float(high), int(data.size))
+    low, high = np.nanpercentile(np.asarray(statistic(resampled), dtype=float), [tail, 100 - tail])
+    return Estimate(float(statistic(data.mean(axis=0))), float(low), float(high), int(data.shape[0]))
 
 
 def standard_error(values: Sequence[float]) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli_options import add_extraction_options, extraction_parameters
+from ..steering.datasets import BUILTIN_DIMENSIONS
 
 CHOICES = ("e1", "e2", "e3", "e4", "all")
 
@@ -56,6 +57,13 @@ def add_commands(commands: Any) -> None:
     sliders.add_argument(
         "--orthogonal", action="store_true", help="make the five directions mutually orthogonal per layer"
     )
+    sliders.add_argument(
+        "--dimensions",
+        type=lambda text: text.split(","),
+        default=list(BUILTIN_DIMENSIONS),
+        help="built-in dimensions to steer, comma-separated (default: all; every answer is still "
+        "scored on all five)",
+    )
     sliders.add_argument("--seeds", type=int, default=3, help="sampled answers per prompt and strength")
     sliders.add_argument("--prompts", type=int, help="use only the first N prompts of the split")
     sliders.add_argument("--max-new-tokens", type=int, default=100)
@@ -93,6 +101,12 @@ def _sliders(args: argparse.Namespace) -> None:
 
     if args.seeds < 1 or (args.prompts is not None and args.prompts < 2):
         raise SystemExit("steerlab: --seeds must be at least 1 and --prompts at least 2")
+    unknown = sorted(set(args.dimensions) - set(BUILTIN_DIMENSIONS))
+    if unknown or not args.dimensions:
+        raise SystemExit(
+            f"steerlab: --dimensions takes built-in dimensions ({', '.join(BUILTIN_DIMENSIONS)}); "
+            f"unknown: {', '.join(unknown) or '(none given)'}"
+        )
     results, answers, settings = run_sliders(
         load_model(args.model),
         split=args.split,
@@ -100,6 +114,7 @@ def _sliders(args: argparse.Namespace) -> None:
         orthogonal=args.orthogonal,
         seeds=args.seeds,
         prompt_count=args.prompts,
+        dimensions=args.dimensions,
         max_new_tokens=args.max_new_tokens,
     )
     print(format_report(results, settings))

@@ -13,7 +13,7 @@ not the dice's. Every answer is scored by both judges on all five dimensions
   the prompt as the unit (each prompt's own rank correlation, their mean under sign flips);
 - *cross-talk*: the shift it causes on every other dimension's effect (primary judge);
 - *fluency*: the steered model's held-out perplexity at +-100% over unsteered, and the answers'
-  repeated-4-gram rate at +-100% over unsteered answers'.
+  repeated-4-gram rate at +-100% over unsteered answers', with a bootstrap interval over prompts.
 
 A dimension *passes* when rho > 0 with p < 0.01, its primary shift is at least ``MIN_SHIFT`` with
 the second judge agreeing in sign, its own shift is at least twice its largest cross-talk, and
@@ -23,9 +23,8 @@ both fluency ratios stay within bounds (perplexity: the extraction's bound; repe
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..evaluation.fluency import steered_perplexity
 from ..evaluation.judges import JUDGES, PRIMARY_JUDGE, SECOND_JUDGE, Judges, protocol_prompts
-from ..evaluation.stats import Estimate, bootstrap_mean, clustered_spearman
+from ..evaluation.stats import Estimate, bootstrap_mean, bootstrap_statistic, clustered_spearman
 from ..steering import (
     BUILTIN_DIMENSIONS,
     ExtractionConfig,
@@ -68,6 +67,7 @@ class Answer:
     steered: str  # the dimension steered, "" for unsteered
     strength: float
     text: str
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # judge -> dimension -> effect
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class SliderResult:
     perplexity_ratio: float  # held-out, worse of +-100%, over unsteered
     perplexity_bound: float
     repetition: dict[float, float]  # strength -> mean repeated-4-gram rate
+    repetition_ratio: Estimate  # worse of +-100% over unsteered, bootstrapped over prompts
     effects: dict[str, dict[float, float]]  # judge -> strength -> mean effect on own dimension
 
     @property
@@ -86,12 +87,6 @@ class SliderResult:
         others = {name: shift for name, shift in self.crosstalk.items() if name != self.dimension}
         name = max(others, key=lambda other: abs(others[other]))
         return name, others[name]
-
-    @property
-    def repetition_ratio(self) -> float:
-        base = self.repetition[0.0]
-        worst = max(self.repetition[-100.0], self.repetition[100.0])
-        return worst / base if base > 0 else (1.0 if worst == 0 else math.inf)
 
     def checks(self) -> dict[str, bool]:
         primary, second = self.shift[PRIMARY_JUDGE], self.shift[SECOND_JUDGE]
@@ -101,7 +96,7 @@ class SliderResult:
             "judges agree": second.mean > 0,
             "own over cross-talk": primary.mean >= CROSSTALK_RATIO * abs(self.largest_crosstalk[1]),
             "perplexity": self.perplexity_ratio <= self.perplexity_bound,
-            "repetition": self.repetition_ratio <= REPETITION_BOUND,
+            "repetition": self.repetition_ratio.mean <= REPETITION_BOUND,
         }
 
 
@@ -195,6 +190,7 @@ def summarise(
                 repetition={
                     s: float(np.mean([repetition[i] for i in rows])) for s, rows in by_strength.items()
                 },
+                repetition_ratio=_repetition_ratio(answers, mine, repetition, seed=seed),
                 effects={
                     judge: {
                         s: float(np.mean([scores[judge][name][i] for i in rows]))
@@ -217,6 +213,29 @@ def _prompt_shifts(answers: Sequence[Answer], rows: Sequence[int], effects: Sequ
         low = [effects[i] for i in rows if answers[i].prompt == prompt and answers[i].strength == bottom]
         shifts.append(float(np.mean(high) - np.mean(low)))
     return shifts
+
+
+def _repetition_ratio(
+    answers: Sequence[Answer], rows: Sequence[int], rates: Sequence[float], *, seed: int
+) -> Estimate:
+    """The worse of the +-100% answers' mean repeated-4-gram rate over the unsteered answers',
+    with an interval that resamples prompts (a few looping answers decide it, so it is noisy)."""
+    top, bottom = max(answers[i].strength for i in rows), min(answers[i].strength for i in rows)
+    prompts = sorted({answers[i].prompt for i in rows})
+    table = [
+        [
+            np.mean([rates[i] for i in rows if answers[i].prompt == prompt and answers[i].strength == s])
+            for s in (0.0, bottom, top)
+        ]
+        for prompt in prompts
+    ]
+
+    def worse_over_unsteered(means: np.ndarray) -> np.ndarray:
+        worse = np.maximum(means[..., 1], means[..., 2])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(worse == 0, 1.0, worse / means[..., 0])
+
+    return bootstrap_statistic(table, worse_over_unsteered, seed=seed)
 
 
 def heldout_perplexity_ratios(lm: LoadedModel, vector_sets: dict[str, VectorSet]) -> dict[str, float]:
@@ -261,6 +280,13 @@ def run_sliders(
     )
     judges = Judges()
     scores = judges.score([a.text for a in answers])
+    answers = [
+        replace(
+            answer,
+            scores={judge: {name: by_name[name][i] for name in by_name} for judge, by_name in scores.items()},
+        )
+        for i, answer in enumerate(answers)
+    ]
     results = summarise(answers, scores, vector_sets, heldout_perplexity_ratios(lm, vector_sets))
     settings = {
         "model": lm.name,
@@ -290,7 +316,7 @@ def format_report(results: Sequence[SliderResult], settings: dict[str, Any]) -> 
         f"{settings['max_new_tokens']} tokens). Shifts: +100% minus -100%, 95% bootstrap over prompts.",
         "",
         f"| dimension | shift ({PRIMARY_JUDGE}) | shift ({SECOND_JUDGE}) | rho (p) | largest cross-talk "
-        "| held-out ppl x | repeat-4 x | alpha_max (limited by) | passes |",
+        "| held-out ppl x | repeat-4 x [95%] | alpha_max (limited by) | passes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     alpha_max, limited_by = settings["alpha_max"], settings["range_limited_by"]
@@ -302,7 +328,7 @@ def format_report(results: Sequence[SliderResult], settings: dict[str, Any]) -> 
             f"| {result.dimension} | {result.shift[PRIMARY_JUDGE]} | {result.shift[SECOND_JUDGE]} "
             f"| {result.rank[0]:+.2f} ({result.rank[1]:.2g}) | {cross:+.3f} ({other}) "
             f"| {result.perplexity_ratio:.2f} (bound {result.perplexity_bound:g}) "
-            f"| {result.repetition_ratio:.2f} "
+            f"| {_ratio(result.repetition_ratio)} "
             f"| {alpha_max[result.dimension]:.3g} ({limited_by[result.dimension]}) "
             f"| {'yes' if not failed else 'no: ' + ', '.join(failed)} |"
         )
@@ -318,6 +344,10 @@ def format_report(results: Sequence[SliderResult], settings: dict[str, Any]) -> 
         f"| {r.dimension} | " + " | ".join(f"{r.crosstalk[m]:+.3f}" for m in measured) + " |" for r in results
     ]
     return "\n".join(lines)
+
+
+def _ratio(estimate: Estimate) -> str:
+    return f"{estimate.mean:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
 
 
 def write_results(
@@ -336,7 +366,7 @@ def write_results(
                 "perplexity_ratio": r.perplexity_ratio,
                 "perplexity_bound": r.perplexity_bound,
                 "repetition": {str(s): v for s, v in r.repetition.items()},
-                "repetition_ratio": r.repetition_ratio,
+                "repetition_ratio": asdict(r.repetition_ratio),
                 "effects": {judge: {str(s): v for s, v in row.items()} for judge, row in r.effects.items()},
                 "checks": r.checks(),
             }
