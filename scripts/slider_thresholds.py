@@ -42,8 +42,10 @@ def summarise_subset(run: dict[str, Any], chosen: dict[int, int]) -> list[Slider
     scores = {
         judge: {name: [a["scores"][judge][name] for a in rows] for name in measured} for judge in JUDGES
     }
-    steered = [r["dimension"] for r in run["results"]]
-    bounds = {name: SimpleNamespace(parameters={"perplexity_bound": 1.5}) for name in steered}
+    bounds = {
+        r["dimension"]: SimpleNamespace(parameters={"perplexity_bound": r["perplexity_bound"]})
+        for r in run["results"]
+    }
     perplexity = {r["dimension"]: r["perplexity_ratio"] for r in run["results"]}
     return summarise(answers, scores, bounds, perplexity)  # type: ignore[arg-type]
 

@@ -203,16 +203,38 @@ def summarise(
     return results
 
 
+def _prompt_means(
+    answers: Sequence[Answer], rows: Sequence[int], values: Sequence[float], strengths: Sequence[str]
+) -> np.ndarray:
+    """[prompts, strengths]: each prompt's mean value over its seeds at each of ``strengths``,
+    named ``"unsteered"``, ``"lowest"`` or ``"highest"`` (-100% and +100% in a full run)."""
+    named = {
+        "unsteered": 0.0,
+        "lowest": min(answers[i].strength for i in rows),
+        "highest": max(answers[i].strength for i in rows),
+    }
+    prompts = sorted({answers[i].prompt for i in rows})
+    return np.array(
+        [
+            [
+                np.mean(
+                    [
+                        values[i]
+                        for i in rows
+                        if answers[i].prompt == prompt and answers[i].strength == named[s]
+                    ]
+                )
+                for s in strengths
+            ]
+            for prompt in prompts
+        ]
+    )
+
+
 def _prompt_shifts(answers: Sequence[Answer], rows: Sequence[int], effects: Sequence[float]) -> list[float]:
     """Per prompt: mean effect over seeds at +100% minus at -100%."""
-    top, bottom = max(answers[i].strength for i in rows), min(answers[i].strength for i in rows)
-    prompts = sorted({answers[i].prompt for i in rows})
-    shifts = []
-    for prompt in prompts:
-        high = [effects[i] for i in rows if answers[i].prompt == prompt and answers[i].strength == top]
-        low = [effects[i] for i in rows if answers[i].prompt == prompt and answers[i].strength == bottom]
-        shifts.append(float(np.mean(high) - np.mean(low)))
-    return shifts
+    means = _prompt_means(answers, rows, effects, ("lowest", "highest"))
+    return [float(high - low) for low, high in means]
 
 
 def _repetition_ratio(
@@ -220,15 +242,7 @@ def _repetition_ratio(
 ) -> Estimate:
     """The worse of the +-100% answers' mean repeated-4-gram rate over the unsteered answers',
     with an interval that resamples prompts (a few looping answers decide it, so it is noisy)."""
-    top, bottom = max(answers[i].strength for i in rows), min(answers[i].strength for i in rows)
-    prompts = sorted({answers[i].prompt for i in rows})
-    table = [
-        [
-            np.mean([rates[i] for i in rows if answers[i].prompt == prompt and answers[i].strength == s])
-            for s in (0.0, bottom, top)
-        ]
-        for prompt in prompts
-    ]
+    table = _prompt_means(answers, rows, rates, ("unsteered", "lowest", "highest"))
 
     def worse_over_unsteered(means: np.ndarray) -> np.ndarray:
         worse = np.maximum(means[..., 1], means[..., 2])
